@@ -1,0 +1,156 @@
+"""The blocks that tell the U-Net family apart; each maps `in_channels` to `out_channels`.
+
+    ConvBlock                2 x conv-BN-ReLU                         (U-Net)
+    ResidualBlock            ConvBlock(x) + 1x1 conv(x)               (ResU-Net)
+    RecurrentBlock           1x1 conv, 2 recurrent units              (RU-Net)
+    RecurrentResidualBlock   1x1 conv, 2 recurrent units, + residual  (R2U-Net)
+
+A recurrent unit feeds its output back into the same conv-BN-ReLU `t` times:
+`x1 = f(x); repeat t: x1 = f(x + x1)`, so t=2 applies the shared weights three times, as
+the source report (and the widely used PyTorch reference) does. `recurrence="paper"` is the
+R2U-Net paper's form instead: separate forward and recurrent kernels, each shared across
+steps, `h = f(W_f x); repeat t: h = f(W_f x + W_r h)`.
+"""
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from r2u import layers
+
+
+class ConvBN(tf.Module):
+    """conv, then batch norm (float32 statistics), then an optional ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
+                 relu: bool = True, rng: np.random.Generator, name: Optional[str] = None):
+        super().__init__(name=name)
+        self.relu = relu
+        with self.name_scope:
+            # The batch-norm offset makes a conv bias redundant.
+            self.conv = layers.Conv2D(in_channels, out_channels, kernel_size,
+                                      use_bias=False, rng=rng, name="conv")
+            self.bn = layers.BatchNorm(out_channels, name="bn")
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+        y = self.bn(self.conv(x), training=training)
+        return tf.nn.relu(y) if self.relu else y
+
+
+class ConvBlock(tf.Module):
+    """Two 3x3 conv-BN-ReLU: the plain U-Net block."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, rng: np.random.Generator,
+                 name: Optional[str] = None, **unused):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.conv_0 = ConvBN(in_channels, out_channels, rng=rng, name="conv_0")
+            self.conv_1 = ConvBN(out_channels, out_channels, rng=rng, name="conv_1")
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+        return self.conv_1(self.conv_0(x, training=training), training=training)
+
+
+class ResidualBlock(tf.Module):
+    """ConvBlock plus a shortcut; a 1x1 conv matches channels when they differ."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, rng: np.random.Generator,
+                 name: Optional[str] = None, **unused):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.body = ConvBlock(in_channels, out_channels, rng=rng, name="body")
+            self.shortcut = (layers.Conv2D(in_channels, out_channels, 1, rng=rng,
+                                           name="shortcut")
+                             if in_channels != out_channels else None)
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return skip + self.body(x, training=training)
+
+
+class RecurrentUnit(tf.Module):
+    """A recurrent convolutional layer unrolled `t` steps with weights shared across steps."""
+
+    def __init__(self, channels: int, t: int = 2, recurrence: str = "shared", *,
+                 rng: np.random.Generator, name: Optional[str] = None):
+        super().__init__(name=name)
+        if not isinstance(t, (int, np.integer)) or t < 0:
+            raise ValueError(f"t (recurrent steps) must be an integer >= 0, got {t!r}")
+        if recurrence not in ("shared", "paper"):
+            raise ValueError(f"recurrence must be 'shared' or 'paper', got {recurrence!r}")
+        self.t = t
+        self.recurrence = recurrence
+        with self.name_scope:
+            if recurrence == "shared":
+                self.f = ConvBN(channels, channels, rng=rng, name="f")
+            else:
+                self.forward = layers.Conv2D(channels, channels, use_bias=False, rng=rng,
+                                             name="forward")
+                self.recurrent = layers.Conv2D(channels, channels, use_bias=False, rng=rng,
+                                               name="recurrent")
+                self.bn = layers.BatchNorm(channels, name="bn")
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+        if self.recurrence == "shared":
+            h = self.f(x, training=training)
+            for _ in range(self.t):
+                h = self.f(x + h, training=training)
+            return h
+        fx = self.forward(x)  # W_f x is the same at every step: compute it once
+        h = tf.nn.relu(self.bn(fx, training=training))
+        for _ in range(self.t):
+            h = tf.nn.relu(self.bn(fx + self.recurrent(h), training=training))
+        return h
+
+
+class RecurrentBlock(tf.Module):
+    """1x1 conv to the block width, then two recurrent units (RU-Net; R2U-Net adds x)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, t: int = 2,
+                 recurrence: str = "shared", residual: bool = False,
+                 rng: np.random.Generator, name: Optional[str] = None, **unused):
+        super().__init__(name=name)
+        self.residual = residual
+        with self.name_scope:
+            self.project = layers.Conv2D(in_channels, out_channels, 1, rng=rng,
+                                         name="project")
+            self.unit_0 = RecurrentUnit(out_channels, t, recurrence, rng=rng, name="unit_0")
+            self.unit_1 = RecurrentUnit(out_channels, t, recurrence, rng=rng, name="unit_1")
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+        x = self.project(x)
+        y = self.unit_1(self.unit_0(x, training=training), training=training)
+        return x + y if self.residual else y
+
+
+def RecurrentResidualBlock(in_channels: int, out_channels: int, **kwargs) -> RecurrentBlock:
+    """R2U-Net's RRCNN block: a RecurrentBlock with the residual add."""
+    return RecurrentBlock(in_channels, out_channels, residual=True, **kwargs)
+
+
+class AttentionGate(tf.Module):
+    """Additive attention on a skip connection (Oktay et al., 2018).
+
+    The decoder signal `g` and the skip `x` (same H, W) each pass a 1x1 conv-BN to
+    `inter_channels`; ReLU of their sum goes through a 1x1 conv-BN and a sigmoid to give one
+    coefficient per pixel, which scales the skip.
+    """
+
+    def __init__(self, g_channels: int, x_channels: int, inter_channels: int, *,
+                 rng: np.random.Generator, name: Optional[str] = None):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.w_g = ConvBN(g_channels, inter_channels, 1, relu=False, rng=rng, name="w_g")
+            self.w_x = ConvBN(x_channels, inter_channels, 1, relu=False, rng=rng, name="w_x")
+            self.psi = ConvBN(inter_channels, 1, 1, relu=False, rng=rng, name="psi")
+
+    @tf.Module.with_name_scope
+    def __call__(self, g: tf.Tensor, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+        a = tf.nn.relu(self.w_g(g, training=training) + self.w_x(x, training=training))
+        return x * tf.sigmoid(self.psi(a, training=training))

@@ -1,0 +1,133 @@
+"""Frozen experiment configuration and the per-dataset presets of the source report.
+
+Every run is described by one `Experiment`; `bin/train` picks a preset, overrides fields
+from flags with `dataclasses.replace`, and writes the result to `config.json`.
+"""
+
+import dataclasses
+import json
+from typing import Optional, Tuple
+
+ARCHS = ("unet", "resunet", "runet", "r2unet", "attr2unet")
+DTYPES = ("float32", "bfloat16", "float16")
+RECURRENCES = ("shared", "paper")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network: which block, how wide, how deep, in which compute dtype."""
+    arch: str = "r2unet"
+    in_channels: int = 1
+    num_classes: int = 2
+    filters: int = 16          # width of the first level; doubles per level
+    depth: int = 4             # number of 2x2 poolings; H, W must divide 2**depth
+    t: int = 2                 # recurrent steps: t=2 applies the shared conv 3 times
+    recurrence: str = "shared"  # "shared" (report) or "paper" (separate W_f, W_r)
+    dropout: float = 0.1       # after every block
+    compute_dtype: str = "float32"
+    seed: int = 0              # dropout stream and initialisation
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where examples come from and how they are cut."""
+    dataset: str = "synthetic"
+    data_dir: Optional[str] = None   # raw folder or prepared TFRecords; None: built in
+    image_size: Optional[int] = None  # resize at preparation (ISIC: 256)
+    patch_size: Optional[int] = None  # random training patches (retina: 48)
+    patches_per_image: int = 8
+    contrast: bool = False            # CLAHE-like contrast + gamma before standardising
+    augment: bool = True
+    cache: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How long and how the optimiser runs."""
+    steps: Optional[int] = None       # wins over epochs when set
+    epochs: int = 10
+    steps_per_epoch: Optional[int] = None  # None: one pass over the training split
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    loss: str = "wce"                 # wce | dice | wce+dice
+    class_weights: str = "auto"       # auto | none | "w0,w1"
+    dtype: str = "auto"               # auto | float32 | bfloat16 | float16
+    xla: str = "auto"                 # auto | on | off
+    steps_per_call: int = 1           # train steps fused into one host call
+    clip_norm: float = 1.0
+    log_every: int = 20
+    early_stopping: int = 0           # epochs without improvement; 0 = off
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Experiment":
+        return cls(model=ModelConfig(**d["model"]), data=DataConfig(**d["data"]),
+                              train=TrainConfig(**d["train"]))
+
+
+def synthetic() -> Experiment:
+    """The built-in default: lesion-like blobs, 64x64 RGB, learns in a CPU minute."""
+    return Experiment(
+            model=ModelConfig(in_channels=3, filters=8, depth=3),
+            data=DataConfig(dataset="synthetic"),
+            train=TrainConfig(epochs=4, batch_size=16, steps_per_epoch=25))
+
+
+def synthetic_vessels() -> Experiment:
+    """Built-in vessel trees: exercises patches and FOV masks like the retina preset."""
+    return Experiment(
+            model=ModelConfig(in_channels=1, filters=8, depth=3),
+            data=DataConfig(dataset="synthetic_vessels", patch_size=48),
+            train=TrainConfig(epochs=4, batch_size=16, steps_per_epoch=25))
+
+
+def isic() -> Experiment:
+    """Source report: ISIC 2017 at 256x256 RGB, batch 20, 80 epochs, Adam 1e-3."""
+    return Experiment(
+            model=ModelConfig(in_channels=3),
+            data=DataConfig(dataset="isic", image_size=256),
+            train=TrainConfig(epochs=80, batch_size=20))
+
+
+def retina(dataset: str = "retina") -> Experiment:
+    """Source report: pooled retina data, gray, standardised, random 48x48 patches."""
+    return Experiment(
+            model=ModelConfig(in_channels=1),
+            data=DataConfig(dataset=dataset, patch_size=48, patches_per_image=64),
+            train=TrainConfig(epochs=50, batch_size=32))
+
+
+PRESETS = {
+        "synthetic": synthetic,
+        "synthetic_vessels": synthetic_vessels,
+        "isic": isic,
+        "drive": lambda: retina("drive"),
+        "stare": lambda: retina("stare"),
+        "chase": lambda: retina("chase"),
+        "retina": retina,
+}
+
+
+def preset(dataset: str) -> Experiment:
+    if dataset not in PRESETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[dataset]()
+
+
+def parse_pair(text: str) -> Tuple[float, float]:
+    """'w0,w1' -> (w0, w1) with a clear error."""
+    try:
+        w0, w1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected two comma-separated numbers 'w0,w1', got {text!r}") from None
+    return w0, w1

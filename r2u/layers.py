@@ -1,0 +1,155 @@
+"""Primitive layers as `tf.Module`s that own their variables from `__init__`.
+
+Variables are float32 and cast to the input's dtype at use, so one set of weights serves
+float32, bfloat16 and float16 compute without a global policy. Every variable carries a
+`tf.distribute` aggregation so the same modules train under `MirroredStrategy`: weights are
+updated identically on every replica (`ONLY_FIRST_REPLICA`), batch-norm moving statistics are
+replica-local and averaged when read (`ON_READ` + `MEAN`).
+"""
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+_REPLICATED = tf.VariableAggregation.ONLY_FIRST_REPLICA
+
+
+def weight(value: np.ndarray, name: str, trainable: bool = True) -> tf.Variable:
+    """A float32 variable that all replicas update in lockstep."""
+    return tf.Variable(value.astype(np.float32), name=name, trainable=trainable,
+                       aggregation=_REPLICATED)
+
+
+def he_normal(rng: np.random.Generator, shape, fan_in: int) -> np.ndarray:
+    """He et al. (2015) initialisation, the usual choice in front of ReLU."""
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+
+
+class Conv2D(tf.Module):
+    """k x k convolution, stride 1, SAME padding (3x3 keeps H and W as the report pads 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
+                 use_bias: bool = True, rng: np.random.Generator,
+                 name: Optional[str] = None):
+        super().__init__(name=name)
+        _check_positive(in_channels=in_channels, out_channels=out_channels,
+                        kernel_size=kernel_size)
+        shape = (kernel_size, kernel_size, in_channels, out_channels)
+        fan_in = kernel_size * kernel_size * in_channels
+        with self.name_scope:
+            self.w = weight(he_normal(rng, shape, fan_in), "w")
+            self.b = weight(np.zeros(out_channels), "b") if use_bias else None
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        y = tf.nn.conv2d(x, tf.cast(self.w, x.dtype), strides=1, padding="SAME")
+        if self.b is not None:
+            y = tf.nn.bias_add(y, tf.cast(self.b, x.dtype))
+        return y
+
+
+class ConvTranspose2D(tf.Module):
+    """3x3 stride-2 transposed convolution: exactly doubles H and W (the report's upsampler)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
+                 use_bias: bool = True, rng: np.random.Generator,
+                 name: Optional[str] = None):
+        super().__init__(name=name)
+        _check_positive(in_channels=in_channels, out_channels=out_channels,
+                        kernel_size=kernel_size)
+        self.out_channels = out_channels
+        shape = (kernel_size, kernel_size, out_channels, in_channels)
+        # Each output pixel sees about k*k*in/4 inputs at stride 2.
+        fan_in = max(1, kernel_size * kernel_size * in_channels // 4)
+        with self.name_scope:
+            self.w = weight(he_normal(rng, shape, fan_in), "w")
+            self.b = weight(np.zeros(out_channels), "b") if use_bias else None
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(x)
+        out_shape = tf.stack([shape[0], 2 * shape[1], 2 * shape[2], self.out_channels])
+        y = tf.nn.conv2d_transpose(x, tf.cast(self.w, x.dtype), out_shape, strides=2,
+                                   padding="SAME")
+        static = x.shape
+        y = tf.ensure_shape(y, [static[0],
+                                None if static[1] is None else 2 * static[1],
+                                None if static[2] is None else 2 * static[2],
+                                self.out_channels])
+        if self.b is not None:
+            y = tf.nn.bias_add(y, tf.cast(self.b, x.dtype))
+        return y
+
+
+class BatchNorm(tf.Module):
+    """Batch normalisation over N, H, W with float32 statistics whatever the compute dtype.
+
+    Uses the fused kernel (float32 moments internally, also for bfloat16/float16 inputs).
+    `training=True` normalises with the batch moments and updates the moving statistics;
+    `training=False` uses the moving statistics and changes nothing.
+    """
+
+    def __init__(self, channels: int, *, momentum: float = 0.99, epsilon: float = 1e-3,
+                 name: Optional[str] = None):
+        super().__init__(name=name)
+        _check_positive(channels=channels)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.epsilon = epsilon
+        with self.name_scope:
+            self.scale = weight(np.ones(channels), "scale")
+            self.offset = weight(np.zeros(channels), "offset")
+            local = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                         aggregation=tf.VariableAggregation.MEAN)
+            self.moving_mean = tf.Variable(tf.zeros([channels]), name="moving_mean", **local)
+            self.moving_var = tf.Variable(tf.ones([channels]), name="moving_var", **local)
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+        if not training:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, self.scale, self.offset, mean=self.moving_mean,
+                variance=self.moving_var, epsilon=self.epsilon, is_training=False)
+            return y
+        y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+            x, self.scale, self.offset, epsilon=self.epsilon, is_training=True)
+        decay = 1.0 - self.momentum
+        self.moving_mean.assign_sub((self.moving_mean - mean) * decay)
+        self.moving_var.assign_sub((self.moving_var - var) * decay)  # var is unbiased
+        return y
+
+
+class Dropout(tf.Module):
+    """Inverted dropout drawing its masks from a checkpointed `tf.random.Generator`.
+
+    A generator (not a stateful op seed) keeps the stream reproducible under XLA and after a
+    restore; inference is the identity.
+    """
+
+    def __init__(self, rate: float, generator: tf.random.Generator,
+                 name: Optional[str] = None):
+        super().__init__(name=name)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.generator = generator
+
+    @tf.Module.with_name_scope
+    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+        if not training or self.rate == 0.0:
+            return x
+        seed = self.generator.make_seeds(1)[:, 0]
+        return tf.nn.experimental.stateless_dropout(x, self.rate, seed=seed)
+
+
+def max_pool(x: tf.Tensor) -> tf.Tensor:
+    """2x2 max-pool, stride 2: halves H and W."""
+    return tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
+
+
+def _check_positive(**values: int) -> None:
+    for key, value in values.items():
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
