@@ -1,0 +1,98 @@
+"""TensorBoard summaries and a console progress line with throughput and ETA."""
+
+import os
+import time
+from typing import Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+
+class Writers:
+    """One TensorBoard writer per phase under `model_dir/tb/<phase>`."""
+
+    def __init__(self, model_dir: str):
+        self.root = os.path.join(model_dir, "tb")
+        self._writers = {}
+
+    def _get(self, phase: str):
+        if phase not in self._writers:
+            self._writers[phase] = tf.summary.create_file_writer(
+                os.path.join(self.root, phase))
+        return self._writers[phase]
+
+    def scalars(self, phase: str, step: int, **values) -> None:
+        with self._get(phase).as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, float(value))
+
+    def images(self, phase: str, step: int,
+               examples: Sequence[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]) -> None:
+        """Input, ground truth and prediction overlay per example."""
+        if not examples:
+            return
+        with self._get(phase).as_default(step=step):
+            for name, picture in (("input", show_image), ("ground_truth", show_mask),
+                                  ("prediction_overlay", None)):
+                pictures = []
+                for image, mask, prob in examples:
+                    pictures.append(overlay(image, mask, prob) if picture is None
+                                    else picture(image if name == "input" else mask))
+                tf.summary.image(name, _same_size(pictures), max_outputs=len(pictures))
+
+    def flush(self):
+        for writer in self._writers.values():
+            writer.flush()
+
+
+def show_image(image) -> np.ndarray:
+    """Standardised [H, W, C] -> uint8 RGB, stretched to its own range."""
+    x = np.asarray(image, np.float32)
+    x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
+    x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
+    return (x * 255).astype(np.uint8)
+
+
+def show_mask(mask) -> np.ndarray:
+    m = np.asarray(mask).astype(np.uint8) * 255
+    return np.repeat(m[..., None], 3, axis=-1)
+
+
+def overlay(image, mask, prob, threshold: float = 0.5) -> np.ndarray:
+    """The image with true positives green, false positives red, false negatives blue."""
+    rgb = show_image(image).astype(np.float32) * 0.6
+    pred = np.asarray(prob) > threshold
+    truth = np.asarray(mask) > 0
+    for sel, colour in ((pred & truth, (0, 255, 0)), (pred & ~truth, (255, 0, 0)),
+                        (~pred & truth, (0, 0, 255))):
+        rgb[sel] = 0.4 * rgb[sel] / 0.6 + 0.6 * np.array(colour)
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def _same_size(pictures):
+    h = max(p.shape[0] for p in pictures)
+    w = max(p.shape[1] for p in pictures)
+    return np.stack([np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)))
+                     for p in pictures])
+
+
+class Progress:
+    """Logs `step/total [====>    ] pct loss img/s ETA`."""
+
+    def __init__(self, total_steps: int, batch_size: int, width: int = 24):
+        self.total, self.batch_size, self.width = total_steps, batch_size, width
+        self.rate = 0.0
+        self._last = None
+
+    def update(self, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if self._last is not None and step > self._last[1]:
+            self.rate = (step - self._last[1]) * self.batch_size / (now - self._last[0])
+        self._last = (now, step)
+        frac = min(step / max(self.total, 1), 1.0)
+        bar = "=" * int(frac * self.width)
+        eta = (self.total - step) * self.batch_size / self.rate if self.rate else 0.0
+        logging.info("step %d/%d [%-*s] %3d%% loss %.4f %.1f img/s ETA %s", step,
+                     self.total, self.width, bar[:-1] + ">" if bar else "", 100 * frac,
+                     loss, self.rate, time.strftime("%H:%M:%S", time.gmtime(eta)))

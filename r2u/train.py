@@ -1,0 +1,309 @@
+"""The compiled training step and the host loop around it.
+
+`make_train_step` builds one explicit `tf.GradientTape` step, runs it through the current
+`tf.distribute` strategy and compiles it with `tf.function` (XLA by `jit_compile`).
+`make_train_loop` fuses several steps into one host call. `train` is the host loop:
+validation each epoch, checkpoints (latest and best), TensorBoard summaries, progress,
+and a SavedModel export of the best model at the end.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable, Dict, Optional
+
+import tensorflow as tf
+from absl import logging
+
+from r2u import config as config_lib
+from r2u import devices
+from r2u import export
+from r2u import losses
+from r2u import metrics
+from r2u import models
+from r2u import optim
+from r2u import summaries
+from r2u.data import manifest
+from r2u.data import pipeline
+from r2u.data import prepare
+
+
+@dataclasses.dataclass
+class State:
+    """Everything a checkpoint holds: resuming restores it all."""
+    model: models.UNet
+    opt: optim.Adam
+    step: tf.Variable
+    bad_steps: tf.Variable  # steps whose loss or gradient was not finite (not applied)
+    loss_scale: Optional[optim.LossScale]
+    train_metrics: metrics.StreamingMetrics
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        extra = {"loss_scale": self.loss_scale} if self.loss_scale else {}
+        return tf.train.Checkpoint(model=self.model, opt=self.opt, step=self.step,
+                                   bad_steps=self.bad_steps, **extra)
+
+
+def make_state(exp: config_lib.Experiment) -> State:
+    """Model, optimizer and counters; call under `strategy.scope()` to distribute."""
+    model = models.build(exp.model)
+    return State(
+        model=model,
+        opt=optim.Adam(model.trainable_variables, exp.train.learning_rate),
+        step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
+        bad_steps=tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_steps",
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
+        loss_scale=optim.LossScale() if exp.model.compute_dtype == "float16" else None,
+        train_metrics=metrics.StreamingMetrics())
+
+
+def make_train_step(state: State, loss_fn: Callable, clip_norm: float,
+                    jit_compile: bool) -> Callable:
+    """One compiled step: batch dict -> {"loss", "grad_norm", "finite"} (replica-reduced)."""
+    model, variables = state.model, state.model.trainable_variables
+
+    def replica_step(batch):
+        ctx = tf.distribute.get_replica_context()
+        scale = state.loss_scale.scale if state.loss_scale else 1.0
+        with tf.GradientTape() as tape:
+            logits = model(batch["image"], training=True)
+            loss = loss_fn(logits, batch["mask"], batch["fov"])
+            # Each replica holds 1/n of the global batch: sum of grads = global mean grad.
+            scaled = loss * scale / ctx.num_replicas_in_sync
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tape.gradient(scaled, variables))
+        grads = [g / scale for g in grads]
+        finite = optim.all_finite(grads)
+        grads, norm = tf.clip_by_global_norm(grads, clip_norm)
+        if state.loss_scale:
+            state.loss_scale.update(finite)
+        if finite:  # a non-finite step changes nothing (float16 retries at a lower scale)
+            state.opt.apply(grads, variables)
+        else:
+            state.bad_steps.assign_add(1)
+        state.step.assign_add(1)  # counts batches consumed: the data position on resume
+        state.train_metrics.update(tf.nn.softmax(logits)[..., 1], batch["mask"],
+                                   batch["fov"])
+        return {"loss": ctx.all_reduce(tf.distribute.ReduceOp.MEAN, loss),
+                "grad_norm": norm, "finite": finite}
+
+    def step(batch):
+        strategy = tf.distribute.get_strategy()
+        out = strategy.run(replica_step, args=(batch,))
+        return {k: strategy.experimental_local_results(v)[0] for k, v in out.items()}
+    return tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
+
+
+def make_train_loop(step: Callable, steps_per_call: int) -> Callable:
+    """`steps_per_call` steps per host call; returns the mean loss and whether all were finite.
+
+    Pulling batches from the iterator stays outside XLA; the step inside is compiled.
+    """
+    @tf.function
+    def loop(iterator):
+        total, finite, norm = tf.constant(0.0), tf.constant(True), tf.constant(0.0)
+        for _ in tf.range(steps_per_call):
+            out = step(next(iterator))
+            total += out["loss"]
+            finite = tf.logical_and(finite, out["finite"])
+            norm = out["grad_norm"]
+        return {"loss": total / steps_per_call, "finite": finite, "grad_norm": norm}
+    return loop
+
+
+def evaluate(model: tf.Module, dataset: tf.data.Dataset, max_images: Optional[int] = None
+             ) -> Dict:
+    """Pooled and per-image-mean scores over whole images (padded, cropped back)."""
+    pooled = metrics.StreamingMetrics()
+    per_image, shown = [], []
+    predict = tf.function(lambda x: export.foreground(model, x), reduce_retracing=True)
+    for i, example in enumerate(dataset):
+        if max_images is not None and i >= max_images:
+            break
+        probs = predict(example["image"])
+        pooled.update(probs, example["mask"], example["fov"])
+        scores = metrics.per_image_scores(probs, example["mask"], example["fov"])
+        per_image.append({k: float(v[0]) for k, v in scores.items()})
+        if len(shown) < 3:
+            shown.append((example["image"][0], example["mask"][0], probs[0]))
+    result = {k: float(v) for k, v in pooled.result().items()}
+    return {"pooled": result, "per_image_mean": metrics.summarize(per_image),
+            "num_images": len(per_image), "examples": shown}
+
+
+def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
+          resume: bool = False, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+    """Trains `exp` on prepared TFRecords in `data_dir`; returns the final summary.
+
+    Raises FloatingPointError naming the step and the last good checkpoint when a loss or
+    gradient is not finite in float32/bfloat16 (float16 skips such steps instead).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    cfg = exp.train
+    os.makedirs(model_dir, exist_ok=True)
+    _write_text(os.path.join(model_dir, "config.json"), exp.to_json())
+    tf.random.set_seed(cfg.seed)
+    with strategy.scope():
+        state = make_state(exp)
+    ckpt = state.checkpoint()
+    latest = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "ckpt"), max_to_keep=3)
+    best = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "best"), max_to_keep=1)
+    if latest.latest_checkpoint:
+        if not resume:
+            raise FileExistsError(f"{model_dir} already holds checkpoints; pass resume=True "
+                                  "(--resume) to continue or use another model_dir")
+        ckpt.restore(latest.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("resumed from %s at step %d", latest.latest_checkpoint,
+                     int(state.step))
+    steps_per_epoch = cfg.steps_per_epoch or _steps_per_epoch(data_dir, exp)
+    total_steps = cfg.steps or cfg.epochs * steps_per_epoch
+    class_weights = _class_weights(cfg.class_weights, data_dir)
+    loss_fn = losses.loss_fn(cfg.loss, class_weights)
+    jit = devices.resolve_xla(cfg.xla)
+    step = make_train_step(state, loss_fn, cfg.clip_norm, jit)
+    loops = {}
+    writers = summaries.Writers(model_dir)
+    best_dice = _best_dice(model_dir)
+    history = []
+    progress = summaries.Progress(total_steps, cfg.batch_size)
+    done = int(state.step)
+    iterator = iter(strategy.distribute_datasets_from_function(
+        lambda ctx: _training_dataset(data_dir, exp, ctx).skip(done)))
+    try:
+        while done < total_steps:
+            epoch = done // steps_per_epoch
+            state.train_metrics.reset()
+            todo = min(steps_per_epoch * (epoch + 1), total_steps) - done
+            while todo > 0:
+                n = min(cfg.steps_per_call, todo)
+                if n not in loops:
+                    loops[n] = make_train_loop(step, n)
+                out = loops[n](iterator)
+                done, todo = done + n, todo - n
+                if done % cfg.log_every < n or todo == 0:  # the only host fetches
+                    _check_finite(state, done, latest)
+                    progress.update(done, float(out["loss"]))
+                    writers.scalars("train", done, loss=out["loss"],
+                                    grad_norm=out["grad_norm"],
+                                    learning_rate=state.opt.learning_rate,
+                                    images_per_second=progress.rate)
+            _check_finite(state, done, latest)
+            latest.save(checkpoint_number=done)
+            record = _end_epoch(exp, state, data_dir, writers, epoch)
+            history.append(record)
+            if record["dice"] > best_dice:
+                best_dice = record["dice"]
+                best.save(checkpoint_number=done)
+                _write_json(os.path.join(model_dir, "best.json"), record)
+            if cfg.early_stopping and _stale(history, cfg.early_stopping):
+                logging.info("early stopping after epoch %d", epoch + 1)
+                break
+    except KeyboardInterrupt:
+        path = latest.save(checkpoint_number=int(state.step))
+        logging.warning("interrupted: saved %s; continue with --resume", path)
+        raise
+    if best.latest_checkpoint:
+        ckpt.restore(best.latest_checkpoint).expect_partial()
+    export.save(state.model, os.path.join(model_dir, "export"))
+    summary = {"steps": int(state.step), "best_validation_dice": best_dice,
+               "history": history}
+    _write_json(os.path.join(model_dir, "summary.json"), summary)
+    return summary
+
+
+def ensure_prepared(exp: config_lib.Experiment, model_dir: str) -> str:
+    """A prepared TFRecord folder for `exp`: as given, or prepared into model_dir/data."""
+    given = exp.data.data_dir
+    if given and os.path.exists(manifest.path(given)):
+        return given
+    out = os.path.join(model_dir, "data")
+    prepare.prepare(exp.data.dataset, given, out, image_size=exp.data.image_size)
+    return out
+
+
+def _training_dataset(data_dir: str, exp: config_lib.Experiment,
+                      ctx: Optional[tf.distribute.InputContext]) -> tf.data.Dataset:
+    """The endless, seeded training stream of one input pipeline (one per worker)."""
+    data, cfg = exp.data, exp.train
+    batch = ctx.get_per_replica_batch_size(cfg.batch_size) if ctx else cfg.batch_size
+    return pipeline.make_dataset(
+        data_dir, "train", batch_size=batch, training=True, patch_size=data.patch_size,
+        patches_per_image=data.patches_per_image, channels=exp.model.in_channels,
+        contrast=data.contrast, augment=data.augment, seed=cfg.seed, cache=data.cache,
+        input_context=ctx)
+
+
+def evaluation_dataset(data_dir: str, exp: config_lib.Experiment,
+                       split: str) -> tf.data.Dataset:
+    """Whole images of `split`, one at a time, preprocessed as in training."""
+    return pipeline.make_dataset(data_dir, split, batch_size=1, training=False,
+                                 channels=exp.model.in_channels, contrast=exp.data.contrast,
+                                 cache=False)
+
+
+def _steps_per_epoch(data_dir: str, exp: config_lib.Experiment) -> int:
+    """One pass over the training images (times patches per image for patch training)."""
+    examples = manifest.load(data_dir)["splits"]["train"]["num_examples"]
+    if exp.data.patch_size:
+        examples *= exp.data.patches_per_image
+    return max(1, examples // exp.train.batch_size)
+
+
+def _end_epoch(exp, state, data_dir, writers, epoch) -> Dict:
+    step = int(state.step)
+    train_scores = {k: float(v) for k, v in state.train_metrics.result().items()}
+    writers.scalars("train", step, **train_scores)
+    val = evaluate(state.model, evaluation_dataset(data_dir, exp, "validation"))
+    writers.scalars("validation", step, **val["pooled"])
+    writers.images("validation", step, val["examples"])
+    record = {"epoch": epoch + 1, "step": step, "dice": val["pooled"]["dice"],
+              "validation": val["pooled"], "validation_per_image": val["per_image_mean"],
+              "train_dice": train_scores["dice"]}
+    logging.info("epoch %d step %d: train dice %.4f | validation dice %.4f jaccard %.4f "
+                 "auc %.4f (pooled, %d images)", epoch + 1, step, train_scores["dice"],
+                 val["pooled"]["dice"], val["pooled"]["jaccard"], val["pooled"]["auc"],
+                 val["num_images"])
+    return record
+
+
+def _check_finite(state, done, manager) -> None:
+    """float32/bfloat16: a non-finite step is a bug or bad data, so stop before saving."""
+    if state.loss_scale is None and int(state.bad_steps) > 0:
+        raise FloatingPointError(
+            f"non-finite loss or gradient in the steps up to step {done} (skipped, not "
+            f"applied); nothing was written; last good checkpoint: "
+            f"{manager.latest_checkpoint}")
+
+
+def _class_weights(spec: str, data_dir: str):
+    if spec == "none":
+        return None
+    if spec == "auto":
+        return pipeline.class_weights(data_dir)
+    return config_lib.parse_pair(spec)
+
+
+def _best_dice(model_dir: str) -> float:
+    path = os.path.join(model_dir, "best.json")
+    if not os.path.exists(path):
+        return -1.0
+    with open(path) as f:
+        return json.load(f)["dice"]
+
+
+def _stale(history, patience: int) -> bool:
+    dice = [r["dice"] for r in history]
+    return len(dice) > patience and max(dice[-patience:]) <= max(dice[:-patience])
+
+
+def _write_json(path: str, value) -> None:
+    _write_text(path, json.dumps(value, indent=2, sort_keys=True))
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write to a temporary name, then rename: never a half-written file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
