@@ -1,0 +1,74 @@
+"""The JSON manifest describing a prepared dataset directory.
+
+`manifest.json` sits next to the TFRecord shards and records, at least:
+`dataset`, `splits` ({split: `tfrecord.write_split` result}), `image_shape`
+([H, W, C] or None when sizes vary), `channels`, `class_weights` ([w0, w1]),
+`source_files`, `preprocessing` and `format_version`.
+"""
+
+import json
+import os
+
+from r2u.data import imageio
+
+FILENAME = "manifest.json"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("dataset", "splits", "image_shape", "channels",
+                 "class_weights", "source_files", "preprocessing",
+                 "format_version")
+
+
+def path(data_dir: str) -> str:
+    """Returns the manifest path inside `data_dir`."""
+    return os.path.join(data_dir, FILENAME)
+
+
+def write(out_dir: str, manifest: dict) -> str:
+    """Writes `manifest` atomically (temporary file, then rename).
+
+    Returns:
+      The manifest path.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ValueError(f"manifest lacks keys: {', '.join(missing)}")
+    target = path(out_dir)
+    temp = os.path.join(out_dir, f".{FILENAME}.tmp-{os.getpid()}")
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    return target
+
+
+def load(data_dir: str) -> dict:
+    """Reads and checks the manifest of a prepared dataset directory.
+
+    Raises:
+      DataError: naming the file when it is missing, not JSON, lacks keys or
+        has an unsupported format version.
+    """
+    target = path(data_dir)
+    if not os.path.isfile(target):
+        raise imageio.DataError(
+            f"{target}: manifest not found (run bin/prepare first?)")
+    try:
+        with open(target, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise imageio.DataError(f"{target}: corrupt manifest ({e})") from e
+    if not isinstance(manifest, dict):
+        raise imageio.DataError(f"{target}: corrupt manifest (not an object)")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise imageio.DataError(
+            f"{target}: corrupt manifest, missing keys: {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise imageio.DataError(
+            f"{target}: unsupported format_version "
+            f"{manifest['format_version']!r} (expected {FORMAT_VERSION})")
+    return manifest

@@ -1,0 +1,277 @@
+"""Readers for the retinal vessel datasets DRIVE, STARE and CHASE_DB1.
+
+Each `*_splits(data_dir)` lists the official files as entries
+`{"id", "image", "mask", "fov", ["mask2"]}` (paths; `fov` None when the
+dataset ships no FOV masks) per split; `read_example` turns an entry into an
+example dict. Splits:
+
+- DRIVE: the official train (21-40) and test (01-20); test keeps the second
+  observer (`2nd_manual`) as `mask2`.
+- STARE: the 20 Hoover-labelled images (`labels-ah`) sorted by number, the
+  first 10 train and the last 10 test (`labels-vk` becomes test `mask2`
+  when present).
+- CHASE_DB1: the 28 images sorted by name, the first 20 (children 01-10)
+  train and the last 8 test; `1stHO` is the mask, `2ndHO` test `mask2`.
+
+None of them has a validation split; `validation` is a copy of the last
+`VALIDATION_COUNT` training examples so training can monitor something.
+The pooled `retina` dataset concatenates whichever of `DRIVE/`, `STARE/`
+and `CHASE_DB1/` exist under its directory, ids prefixed by dataset name.
+"""
+
+import os
+import re
+from collections.abc import Iterator
+
+import numpy as np
+
+from r2u.data import imageio
+
+VALIDATION_COUNT = 2
+FOV_THRESHOLD = 20
+STARE_TRAIN, STARE_TOTAL = 10, 20
+CHASE_TRAIN, CHASE_TOTAL = 20, 28
+POOLED = (("drive", "DRIVE"), ("stare", "STARE"), ("chase", "CHASE_DB1"))
+DESCRIPTIONS = {  # For manifests.
+    "drive": "DRIVE: official train (21-40) / test (01-20); official FOV "
+             "masks; test mask2 = 2nd_manual.",
+    "stare": "STARE: the 20 labels-ah images sorted by number, first 10 "
+             "train, last 10 test; mask2 = labels-vk when present.",
+    "chase": "CHASE_DB1: 28 images sorted by name, first 20 train, last 8 "
+             "test; mask = 1stHO, test mask2 = 2ndHO.",
+    "retina": "Pooled DRIVE + STARE + CHASE_DB1 (whichever present), ids "
+              "prefixed drive-/stare-/chase-, each with its own split.",
+}
+
+
+def _folder(data_dir: str, *parts: str) -> str:
+    path = os.path.join(data_dir, *parts)
+    if not os.path.isdir(path):
+        raise imageio.DataError(
+            f"{data_dir}: wrong directory layout, expected folder "
+            f"{os.path.join(*parts)!r}")
+    return path
+
+
+def _need(path: str, image: str, what: str) -> str:
+    if not os.path.isfile(path):
+        raise imageio.DataError(f"{image}: missing {what}, expected {path}")
+    return path
+
+
+def _matching(folder: str, pattern: str) -> list[re.Match]:
+    found = sorted(filter(None, map(re.compile(pattern).fullmatch,
+                                    os.listdir(folder))), key=lambda m: m[0])
+    if not found:
+        raise imageio.DataError(f"{folder}: no files named like {pattern!r}")
+    return found
+
+
+def _with_validation(train: list[dict], test: list[dict]) -> dict:
+    return {"train": train, "validation": train[-VALIDATION_COUNT:],
+            "test": test}
+
+
+def drive_splits(data_dir: str) -> dict[str, list[dict]]:
+    """Lists DRIVE (`training/`, `test/` with `images`, `1st_manual`, `mask`)."""
+    splits = {}
+    for split, folder in (("train", "training"), ("test", "test")):
+        images = _folder(data_dir, folder, "images")
+        manual = _folder(data_dir, folder, "1st_manual")
+        masks = _folder(data_dir, folder, "mask")
+        second = (_folder(data_dir, folder, "2nd_manual") if split == "test"
+                  else None)
+        entries = []
+        for m in _matching(images, rf"(\d+)_{folder}\.tif"):
+            image = os.path.join(images, m[0])
+            entry = {"id": f"{m[1]}_{folder}", "image": image,
+                     "mask": _need(os.path.join(manual, f"{m[1]}_manual1.gif"),
+                                   image, "mask"),
+                     "fov": _need(os.path.join(
+                         masks, f"{m[1]}_{folder}_mask.gif"), image, "FOV mask")}
+            if second:
+                entry["mask2"] = _need(os.path.join(
+                    second, f"{m[1]}_manual2.gif"), image, "second observer mask")
+            entries.append(entry)
+        splits[split] = entries
+    return _with_validation(splits["train"], splits["test"])
+
+
+def _fixed_split(entries: list[dict], num_train: int, total: int,
+                 where: str) -> dict:
+    if len(entries) != total:
+        raise imageio.DataError(
+            f"{where}: expected the {total} official labelled images, found "
+            f"{len(entries)}; the fixed train/test split needs all of them")
+    test = entries[num_train:]
+    for entry in entries[:num_train]:
+        entry.pop("mask2", None)
+    return _with_validation(entries[:num_train], test)
+
+
+def stare_splits(data_dir: str) -> dict[str, list[dict]]:
+    """Lists STARE (`stare-images/imNNNN.ppm.gz`, `labels-ah/imNNNN.ah.ppm.gz`)."""
+    images = _folder(data_dir, "stare-images")
+    labels = _folder(data_dir, "labels-ah")
+    second = os.path.join(data_dir, "labels-vk")
+    entries = []
+    for m in _matching(labels, r"(im\d{4})\.ah\.ppm(\.gz)?"):
+        mask = os.path.join(labels, m[0])
+        image = os.path.join(images, f"{m[1]}.ppm{m[2] or ''}")
+        entry = {"id": m[1], "image": _need(image, mask, "image"),
+                 "mask": mask, "fov": None}
+        if os.path.isdir(second):
+            entry["mask2"] = _need(os.path.join(
+                second, f"{m[1]}.vk.ppm{m[2] or ''}"), image, "labels-vk mask")
+        entries.append(entry)
+    return _fixed_split(entries, STARE_TRAIN, STARE_TOTAL, labels)
+
+
+def chase_splits(data_dir: str) -> dict[str, list[dict]]:
+    """Lists CHASE_DB1 (flat: `Image_NNL.jpg`, `Image_NNL_{1st,2nd}HO.png`)."""
+    if not os.path.isdir(data_dir):
+        raise imageio.DataError(f"{data_dir}: CHASE_DB1 folder not found")
+    entries = []
+    for m in _matching(data_dir, r"(Image_\d\d[LR])\.jpg"):
+        image = os.path.join(data_dir, m[0])
+        entries.append({
+            "id": m[1], "image": image, "fov": None,
+            "mask": _need(os.path.join(data_dir, f"{m[1]}_1stHO.png"), image,
+                          "mask"),
+            "mask2": _need(os.path.join(data_dir, f"{m[1]}_2ndHO.png"), image,
+                           "second observer mask")})
+    return _fixed_split(entries, CHASE_TRAIN, CHASE_TOTAL, data_dir)
+
+
+def retina_splits(data_dir: str) -> dict[str, list[dict]]:
+    """Pools the datasets present under `data_dir`; ids get `<name>-` prefixes."""
+    pooled = {"train": [], "validation": [], "test": []}
+    present = [(n, f) for n, f in POOLED
+               if os.path.isdir(os.path.join(data_dir, f))]
+    if not present:
+        raise imageio.DataError(
+            f"{data_dir}: wrong directory layout, expected at least one of the "
+            f"folders {', '.join(f for _, f in POOLED)}")
+    for name, folder in present:
+        for split, entries in SPLITS[name](os.path.join(data_dir, folder)).items():
+            pooled[split] += [dict(e, id=f"{name}-{e['id']}") for e in entries]
+    for entry in pooled["train"] + pooled["validation"]:
+        entry.pop("mask2", None)  # Only some test sets have a second observer.
+    if any("mask2" not in e for e in pooled["test"]):
+        for entry in pooled["test"]:
+            entry.pop("mask2", None)
+    return pooled
+
+
+SPLITS = {"drive": drive_splits, "stare": stare_splits, "chase": chase_splits,
+          "retina": retina_splits}
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Horizontal runs of True: row, start, end (exclusive), row-major."""
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = mask
+    step = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(step == 1)
+    _, ends = np.nonzero(step == -1)
+    return rows, starts, ends
+
+
+def _components(rows, starts, ends, height: int, diagonal: bool) -> np.ndarray:
+    """Labels runs by connected component (union-find over touching runs)."""
+    parent = list(range(len(rows)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(rows, np.arange(height + 1))
+    slack = int(diagonal)
+    for r in range(height - 1):
+        i, j = first[r], first[r + 1]
+        while i < first[r + 1] and j < first[r + 2]:
+            if starts[i] < ends[j] + slack and starts[j] < ends[i] + slack:
+                parent[find(i)] = find(j)
+            if ends[i] < ends[j]:
+                i += 1
+            else:
+                j += 1
+    return np.array([find(i) for i in range(len(rows))], dtype=np.int64)
+
+
+def _paint(shape, rows, starts, ends) -> np.ndarray:
+    edges = np.zeros((shape[0], shape[1] + 1), np.int32)
+    np.add.at(edges, (rows, starts), 1)
+    np.add.at(edges, (rows, ends), -1)
+    return np.cumsum(edges, axis=1)[:, :-1] > 0
+
+
+def derive_fov(image: np.ndarray, threshold: int = FOV_THRESHOLD,
+               name: str = "image") -> np.ndarray:
+    """Derives a field-of-view mask for a fundus photograph (numpy only).
+
+    Pixels whose red channel (gray for 1 channel) exceeds `threshold` are
+    candidates; the largest 8-connected component is kept and its holes
+    (background components not touching the border, e.g. dark vessels or
+    lesions) are filled. On DRIVE this reproduces the official masks.
+
+    Args:
+      image: uint8 [H, W, C].
+      threshold: red level separating the black surround from the retina.
+      name: used in error messages.
+
+    Returns:
+      np.uint8 [H, W] with values {0, 1}.
+    """
+    candidates = image[:, :, 0] > threshold
+    rows, starts, ends = _runs(candidates)
+    if rows.size == 0:
+        raise imageio.DataError(
+            f"{name}: cannot derive a field of view, no pixel brighter than "
+            f"{threshold}")
+    labels = _components(rows, starts, ends, image.shape[0], diagonal=True)
+    sizes = np.bincount(labels, weights=ends - starts)
+    keep = labels == np.argmax(sizes)
+    fov = _paint(candidates.shape, rows[keep], starts[keep], ends[keep])
+    rows, starts, ends = _runs(~fov)
+    if rows.size:
+        labels = _components(rows, starts, ends, fov.shape[0], diagonal=False)
+        border = ((rows == 0) | (rows == fov.shape[0] - 1) | (starts == 0)
+                  | (ends == fov.shape[1]))
+        hole = ~np.isin(labels, labels[border])
+        fov |= _paint(fov.shape, rows[hole], starts[hole], ends[hole])
+    return fov.astype(np.uint8)
+
+
+def read_example(entry: dict, image_size: tuple[int, int] | None = None) -> dict:
+    """Reads one entry; masks must match the image size before resizing."""
+    image = imageio.read_image(entry["image"], channels=3)
+    example = {"id": entry["id"], "image": image}
+    for key in ("mask", "fov", "mask2"):
+        if key == "fov" and entry["fov"] is None:
+            example["fov"] = derive_fov(image, name=entry["image"])
+        elif entry.get(key):
+            plane = imageio.read_mask(entry[key])
+            if plane.shape != image.shape[:2]:
+                raise imageio.DataError(
+                    f"{entry[key]}: {key} is {plane.shape[1]}x{plane.shape[0]}"
+                    f" but image {entry['image']} is {image.shape[1]}x"
+                    f"{image.shape[0]} (width x height)")
+            example[key] = plane
+    if image_size is not None:
+        example["image"] = imageio.resize_image(image, image_size)
+        for key in ("mask", "fov", "mask2"):
+            if key in example:
+                example[key] = imageio.resize_mask(example[key], image_size)
+    return example
+
+
+def examples(dataset: str, data_dir: str, split: str,
+             image_size: tuple[int, int] | None = None,
+             limit: int | None = None) -> Iterator[dict]:
+    """Yields examples of `split` of `dataset` (drive/stare/chase/retina)."""
+    entries = SPLITS[dataset](data_dir)[split]
+    for entry in entries[:limit]:
+        yield read_example(entry, image_size)
