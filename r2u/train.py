@@ -112,12 +112,17 @@ def make_train_loop(step: Callable, steps_per_call: int) -> Callable:
     return loop
 
 
-def evaluate(model: tf.Module, dataset: tf.data.Dataset, max_images: Optional[int] = None
-             ) -> Dict:
-    """Pooled and per-image-mean scores over whole images (padded, cropped back)."""
+def foreground_fn(model: tf.Module) -> Callable:
+    """A compiled whole-image predictor: preprocessed [1, H, W, C] -> foreground [1, H, W]."""
+    spec = tf.TensorSpec([None, None, None, model.cfg.in_channels], tf.float32)
+    return tf.function(lambda x: export.foreground(model, x), input_signature=[spec])
+
+
+def evaluate(predict: Callable, dataset: tf.data.Dataset,
+             max_images: Optional[int] = None) -> Dict:
+    """Pooled and per-image-mean scores of `predict` (see `foreground_fn`) over a split."""
     pooled = metrics.StreamingMetrics()
     per_image, shown = [], []
-    predict = tf.function(lambda x: export.foreground(model, x), reduce_retracing=True)
     for i, example in enumerate(dataset):
         if max_images is not None and i >= max_images:
             break
@@ -162,6 +167,7 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
     loss_fn = losses.loss_fn(cfg.loss, class_weights)
     jit = devices.resolve_xla(cfg.xla)
     step = make_train_step(state, loss_fn, cfg.clip_norm, jit)
+    predict = foreground_fn(state.model)
     loops = {}
     writers = summaries.Writers(model_dir)
     best_dice = _best_dice(model_dir)
@@ -190,7 +196,7 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
                                     images_per_second=progress.rate)
             _check_finite(state, done, latest)
             latest.save(checkpoint_number=done)
-            record = _end_epoch(exp, state, data_dir, writers, epoch)
+            record = _end_epoch(exp, state, data_dir, writers, epoch, predict)
             history.append(record)
             if record["dice"] > best_dice:
                 best_dice = record["dice"]
@@ -250,11 +256,11 @@ def _steps_per_epoch(data_dir: str, exp: config_lib.Experiment) -> int:
     return max(1, examples // exp.train.batch_size)
 
 
-def _end_epoch(exp, state, data_dir, writers, epoch) -> Dict:
+def _end_epoch(exp, state, data_dir, writers, epoch, predict) -> Dict:
     step = int(state.step)
     train_scores = {k: float(v) for k, v in state.train_metrics.result().items()}
     writers.scalars("train", step, **train_scores)
-    val = evaluate(state.model, evaluation_dataset(data_dir, exp, "validation"))
+    val = evaluate(predict, evaluation_dataset(data_dir, exp, "validation"))
     writers.scalars("validation", step, **val["pooled"])
     writers.images("validation", step, val["examples"])
     record = {"epoch": epoch + 1, "step": step, "dice": val["pooled"]["dice"],
