@@ -72,3 +72,28 @@ def load(data_dir: str) -> dict:
             f"{target}: unsupported format_version "
             f"{manifest['format_version']!r} (expected {FORMAT_VERSION})")
     return manifest
+
+
+def verify(data_dir: str, full: bool = False) -> None:
+    """Checks every shard the manifest lists: present and of the recorded size; with
+    `full`, also its sha256 (reads every byte).
+
+    Raises:
+      DataError: naming the first shard that is missing, truncated, grown or changed.
+    """
+    from r2u.data import tfrecord  # tfrecord imports TensorFlow; keep this module light
+    manifest = load(data_dir)
+    for split, info in manifest["splits"].items():
+        for shard in info["shards"]:
+            file = os.path.join(data_dir, shard["file"])
+            if not os.path.isfile(file):
+                raise imageio.DataError(f"{file}: shard of split {split!r} is missing")
+            size = os.path.getsize(file)
+            if size != shard["bytes"]:
+                raise imageio.DataError(
+                    f"{file}: shard has {size} bytes, the manifest says {shard['bytes']} "
+                    "(truncated or modified; re-run bin/prepare)")
+            if full and tfrecord.sha256(file) != shard["sha256"]:
+                raise imageio.DataError(
+                    f"{file}: sha256 differs from the manifest (corrupt or modified; "
+                    "re-run bin/prepare)")

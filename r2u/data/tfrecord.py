@@ -116,7 +116,7 @@ def parse(serialized: tf.Tensor, with_mask2: bool = False,
     return result
 
 
-def _sha256(path: str) -> str:
+def sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -159,7 +159,7 @@ def write_split(out_dir: str, split: str, examples: Iterable[dict],
                 writer.close()
         shards = []
         for name, temp, count in zip(names, temps, counts):
-            shards.append({"file": name, "sha256": _sha256(temp),
+            shards.append({"file": name, "sha256": sha256(temp),
                            "bytes": os.path.getsize(temp), "num_examples": count})
         for name, temp in zip(names, temps):
             os.replace(temp, os.path.join(out_dir, name))

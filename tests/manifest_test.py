@@ -1,0 +1,49 @@
+"""Shard verification: a truncated, grown or altered shard is refused by name."""
+
+import os
+import tempfile
+
+import tensorflow as tf
+
+from r2u.data import imageio
+from r2u.data import manifest
+from r2u.data import prepare
+
+
+class VerifyTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp()
+        prepare.prepare("synthetic", None, self.dir, image_size=16, limit=4, num_shards=2)
+        self.shard = os.path.join(self.dir, manifest.load(self.dir)["splits"]["train"]
+                                  ["shards"][1]["file"])
+
+    def test_intact_data_passes_both_checks(self):
+        manifest.verify(self.dir)
+        manifest.verify(self.dir, full=True)
+
+    def test_truncated_shard_is_named(self):
+        with open(self.shard, "r+b") as f:
+            f.truncate(os.path.getsize(self.shard) - 7)
+        with self.assertRaisesRegex(imageio.DataError, "train-00001-of-00002.*truncated"):
+            manifest.verify(self.dir)
+
+    def test_same_size_corruption_needs_the_full_check(self):
+        with open(self.shard, "r+b") as f:
+            f.seek(40)
+            byte = f.read(1)
+            f.seek(40)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        manifest.verify(self.dir)  # sizes still match: the fast path cannot see it
+        with self.assertRaisesRegex(imageio.DataError, "train-00001-of-00002.*sha256"):
+            manifest.verify(self.dir, full=True)
+
+    def test_missing_shard_is_named(self):
+        os.remove(self.shard)
+        with self.assertRaisesRegex(imageio.DataError, "train-00001-of-00002.*missing"):
+            manifest.verify(self.dir)
+
+
+if __name__ == "__main__":
+    tf.test.main()
