@@ -1,0 +1,144 @@
+"""Tests for r2u.data.patches."""
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from r2u.data import patches
+
+
+def _coordinates(height, width):
+    """int32 [H, W, 2] whose pixels hold their own (row, col)."""
+    return np.stack(np.mgrid[0:height, 0:width], axis=-1).astype(np.int32)
+
+
+class RandomPatchesTest(tf.test.TestCase, parameterized.TestCase):
+
+    def test_patches_come_from_the_right_place(self):
+        image = _coordinates(30, 40)
+        mask = ((image[..., 0] * 7 + image[..., 1]) % 3 == 0).astype(np.uint8)
+        fov = np.zeros((30, 40, 1), np.uint8)
+        fov[5:20, 10:35] = 1
+        imgs, masks, fovs = patches.random_patches(
+            image, mask, fov, 8, 50, tf.constant([1, 2]))
+        self.assertEqual(imgs.shape, (50, 8, 8, 2))
+        self.assertEqual(masks.shape, (50, 8, 8))
+        self.assertEqual(fovs.shape, (50, 8, 8, 1))
+        self.assertEqual(masks.dtype, tf.uint8)
+        for img, m, f in zip(imgs.numpy(), masks.numpy(), fovs.numpy()):
+            top, left = img[0, 0]
+            self.assertAllEqual(img, image[top:top + 8, left:left + 8])
+            self.assertAllEqual(m, mask[top:top + 8, left:left + 8])
+            self.assertAllEqual(f, fov[top:top + 8, left:left + 8])
+            self.assertEqual(f[4, 4, 0], 1)  # The centre lies in the FOV.
+
+    def test_centres_cover_the_fov(self):
+        image = _coordinates(20, 20)
+        ones = np.ones((20, 20), np.uint8)
+        imgs, _, _ = patches.random_patches(image, ones, ones, 5, 400,
+                                            tf.constant([3, 3]))
+        corners = {tuple(c) for c in imgs.numpy()[:, 0, 0]}
+        self.assertEqual(min(c[0] for c in corners), 0)
+        self.assertEqual(max(c[0] for c in corners), 15)
+        self.assertGreater(len(corners), 150)
+
+    def test_empty_fov_falls_back_to_whole_image(self):
+        image = _coordinates(12, 12)
+        zeros = np.zeros((12, 12), np.uint8)
+        imgs, _, fovs = patches.random_patches(image, zeros, zeros, 4, 10,
+                                               tf.constant([0, 0]))
+        self.assertEqual(imgs.shape, (10, 4, 4, 2))
+        self.assertAllEqual(fovs, np.zeros((10, 4, 4), np.uint8))
+
+    def test_seeded(self):
+        image = _coordinates(16, 16)
+        ones = np.ones((16, 16), np.uint8)
+        a = patches.random_patches(image, ones, ones, 4, 8, tf.constant([5, 6]))[0]
+        b = patches.random_patches(image, ones, ones, 4, 8, tf.constant([5, 6]))[0]
+        c = patches.random_patches(image, ones, ones, 4, 8, tf.constant([5, 7]))[0]
+        self.assertAllEqual(a, b)
+        self.assertNotAllClose(a, c)
+
+    def test_image_smaller_than_patch_raises(self):
+        image = _coordinates(6, 10)
+        ones = np.ones((6, 10), np.uint8)
+        with self.assertRaises(tf.errors.InvalidArgumentError):
+            patches.random_patches(image, ones, ones, 8, 2, tf.constant([0, 0]))
+
+    def test_in_tf_data_with_static_shapes(self):
+        image = _coordinates(24, 24).astype(np.float32)
+        ones = np.ones((24, 24, 1), np.uint8)
+        ds = tf.data.Dataset.from_tensors((image, ones, ones)).map(
+            lambda *x: patches.random_patches(*x, 8, 4, tf.constant([0, 1])))
+        self.assertEqual(ds.element_spec[0].shape, (4, 8, 8, 2))
+        self.assertEqual(ds.element_spec[1].shape, (4, 8, 8, 1))
+        got = next(iter(ds))[0]
+        self.assertAllEqual(
+            got, patches.random_patches(image, ones, ones, 8, 4,
+                                        tf.constant([0, 1]))[0])
+
+
+class PadTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.parameters(((13, 17, 3), 8), ((2, 13, 17, 1), 16), ((16, 8, 2), 8))
+    def test_pad_then_crop_is_identity(self, shape, multiple):
+        x = np.random.default_rng(0).random(shape).astype(np.float32)
+        padded, size = patches.pad_to_multiple(x, multiple)
+        rows, cols = padded.shape[-3], padded.shape[-2]
+        self.assertEqual(rows % multiple, 0)
+        self.assertEqual(cols % multiple, 0)
+        self.assertLess(rows - shape[-3], multiple)
+        self.assertLess(cols - shape[-2], multiple)
+        self.assertAllEqual(patches.crop(padded, size), x)
+
+    def test_pads_with_zeros_at_bottom_right(self):
+        padded, _ = patches.pad_to_multiple(np.ones((3, 5, 1), np.float32), 4)
+        self.assertEqual(padded.shape, (4, 8, 1))
+        self.assertAllEqual(padded[:3, :5], np.ones((3, 5, 1)))
+        self.assertEqual(float(tf.reduce_sum(padded)), 15.0)
+
+
+class TilesTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.parameters(
+        (20, 20, 8, 4), (21, 19, 8, 5), (8, 8, 8, 3), (31, 12, 12, 12), (9, 10, 4, 1))
+    def test_stitch_of_extract_is_exact(self, height, width, tile, stride):
+        image = np.random.default_rng(1).integers(0, 256, (height, width, 2))
+        image = image.astype(np.float32)
+        tiles = patches.extract_tiles(image, tile, stride)
+        self.assertEqual(tiles.shape[1:], (tile, tile, 2))
+        self.assertAllEqual(patches.stitch_tiles(tiles, (height, width), stride), image)
+
+    def test_tiles_are_row_major_and_snapped_to_the_border(self):
+        image = _coordinates(10, 11)
+        tiles = patches.extract_tiles(image, 4, 3).numpy()
+        # Rows start at 0, 3, 6 (snapped from 9); columns at 0, 3, 6, 7.
+        corners = [tuple(t[0, 0]) for t in tiles]
+        want = [(r, c) for r in (0, 3, 6) for c in (0, 3, 6, 7)]
+        self.assertEqual(corners, want)
+        for t, (r, c) in zip(tiles, want):
+            self.assertAllEqual(t, image[r:r + 4, c:c + 4])
+
+    def test_stitch_averages_overlaps(self):
+        # Two 4x4 tiles over a 4x6 image overlap on columns 2 and 3.
+        tiles = np.stack([np.zeros((4, 4, 1)), np.ones((4, 4, 1))]).astype(np.float32)
+        out = patches.stitch_tiles(tiles, (4, 6), 2).numpy()[..., 0]
+        self.assertAllClose(out[0], [0.0, 0.0, 0.5, 0.5, 1.0, 1.0])
+
+    @parameterized.parameters((4, 0), (4, 5))
+    def test_bad_stride_raises(self, tile, stride):
+        with self.assertRaisesRegex(ValueError, "stride"):
+            patches.extract_tiles(np.zeros((8, 8, 1)), tile, stride)
+
+    def test_xla_round_trip(self):
+        image = np.random.default_rng(2).random((19, 23, 1)).astype(np.float32)
+
+        @tf.function(jit_compile=True)
+        def round_trip(x):
+            return patches.stitch_tiles(patches.extract_tiles(x, 8, 5), (19, 23), 5)
+
+        self.assertAllClose(round_trip(image), image, atol=1e-6)
+
+
+if __name__ == "__main__":
+    tf.test.main()
