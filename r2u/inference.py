@@ -12,15 +12,18 @@ import tensorflow as tf
 
 
 def pad_to_multiple(images: tf.Tensor, multiple: int) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Reflect-pad [B, H, W, C] at the bottom/right; returns (padded, [H, W])."""
+    """Mirror-pad [B, H, W, C] at the bottom/right; returns (padded, [H, W]).
+
+    Symmetric reflection by index works for any amount of padding, even a 1x1 image.
+    """
     size = tf.shape(images)[1:3]
-    pad = (-size) % multiple
-    # Reflection needs pad < size; tiny images fall back to edge replication.
-    mode = tf.reduce_all(pad < size)
-    paddings = [[0, 0], [0, pad[0]], [0, pad[1]], [0, 0]]
-    padded = tf.cond(mode, lambda: tf.pad(images, paddings, "REFLECT"),
-                     lambda: tf.pad(images, paddings, "SYMMETRIC"))
-    return padded, size
+    padded_size = size + (-size) % multiple
+
+    def mirror(length, padded_length):
+        i = tf.range(padded_length) % (2 * length)
+        return tf.where(i < length, i, 2 * length - 1 - i)
+    images = tf.gather(images, mirror(size[0], padded_size[0]), axis=1)
+    return tf.gather(images, mirror(size[1], padded_size[1]), axis=2), size
 
 
 def probabilities(model: tf.Module, images: tf.Tensor) -> tf.Tensor:

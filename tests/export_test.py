@@ -51,6 +51,11 @@ class InferenceTest(tf.test.TestCase):
         self.assertAllEqual(size, [5, 7])
         self.assertAllEqual(padded[:, :5, :7], x)
 
+    def test_padding_works_for_images_smaller_than_the_padding(self):
+        x = tf.constant([[1.0, 2.0]])[None, ..., None]  # 1x2
+        padded, _ = inference.pad_to_multiple(x, 4)
+        self.assertAllEqual(padded[0, ..., 0], [[1, 2, 2, 1]] * 4)
+
     def test_tiles_cover_the_borders_and_stitch_back(self):
         image = np.random.default_rng(0).uniform(size=(37, 50, 1)).astype(np.float32)
         # An identity "model": stitching must reproduce the image exactly.

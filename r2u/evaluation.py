@@ -1,0 +1,269 @@
+"""Test-set evaluation of a trained model: per-image and aggregate scores, as JSON.
+
+Images are read raw (uint8, as prepared) and predicted whole through the model's own
+preprocessing (`checkpoints.Predictor.predict`: padded to a multiple of 2**depth and
+cropped back) or in overlapping tiles. Only field-of-view pixels are scored. Two
+aggregates are reported, labelled: "pooled" counts all FOV pixels of all images
+together, "per_image_mean" averages each image's scores (see `r2u.metrics`). With a
+second human observer ("mask2", DRIVE's test split), the same scores of observer 2
+against observer 1 give the human baseline.
+"""
+
+import dataclasses
+import io
+import json
+import os
+import time
+from typing import Dict, Iterator, Optional
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from r2u import checkpoints
+from r2u import config as config_lib
+from r2u import metrics
+from r2u import predict
+from r2u.data import manifest as manifest_lib
+from r2u.data import prepare
+from r2u.data import tfrecord
+
+DEFINITIONS = {
+    "pooled": "scores of the confusion counts (and AUC histogram) of all FOV pixels of "
+              "all images counted together",
+    "per_image_mean": "mean over images of each image's scores (FOV pixels only)",
+    "threshold": "a pixel is predicted foreground iff probability > threshold",
+    "auc": f"ROC AUC from {metrics.DEFAULT_BINS}-bin histograms (ties count 1/2)",
+}
+FIGURE_MAX_SIDE = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What to compute and write besides the scores.
+
+    Attributes:
+      threshold: a pixel is foreground iff its probability > threshold.
+      tile: 0 predicts images whole; > 0 averages overlapping tiles of this size.
+      stride: tile offset; 0 means tile // 2.
+      second_observer: also score the split's "mask2" against "mask".
+      max_images: evaluate at most this many images (None: all).
+      figures: write a figure PNG for the first `figures` images into `figures_dir`.
+      figures_dir: folder of the figures.
+      probs_dir: if set, write each foreground probability map as float32 `<id>.npy`.
+    """
+    threshold: float = 0.5
+    tile: int = 0
+    stride: int = 0
+    second_observer: bool = False
+    max_images: Optional[int] = None
+    figures: int = 0
+    figures_dir: Optional[str] = None
+    probs_dir: Optional[str] = None
+
+
+def raw_examples(data_dir: str, split: str, with_mask2: bool = False) -> Iterator[Dict]:
+    """The examples of a prepared split as numpy, in file order, unpreprocessed.
+
+    Yields:
+      {"id": str, "image": uint8 [H, W, C], "mask": uint8 [H, W], "fov": uint8 [H, W]}
+      and "mask2" when `with_mask2`.
+    """
+    files = tfrecord.shard_paths(data_dir, split)
+    dataset = tf.data.TFRecordDataset(files).map(
+        lambda s: tfrecord.parse(s, with_mask2=with_mask2))
+    for example in dataset.as_numpy_iterator():
+        out = {"id": example["id"].decode("utf-8"), "image": example["image"]}
+        for key in ("mask", "fov", "mask2"):
+            if key in example:
+                out[key] = example[key][..., 0]
+        yield out
+
+
+def has_mask2(data_dir: str, split: str) -> bool:
+    """True if `split` of the prepared dataset has a second observer's masks."""
+    return split in manifest_lib.load(data_dir).get("mask2_splits", [])
+
+
+def resolve_data(predictor: checkpoints.Predictor, work_dir: str,
+                 dataset: Optional[str] = None, data_dir: Optional[str] = None
+                 ) -> tuple:
+    """The prepared data folder to evaluate on, preparing raw data if needed.
+
+    Args:
+      predictor: gives the training configuration (dataset, data_dir, image_size).
+      work_dir: raw data is prepared into `work_dir/data` (the training dataset, as
+        `bin/train` does) or `work_dir/data-<dataset>` (another dataset).
+      dataset: overrides the training dataset.
+      data_dir: a prepared folder (with manifest.json) or a raw dataset folder;
+        overrides the training data_dir.
+
+    Returns:
+      (prepared folder, dataset name).
+
+    Raises:
+      ValueError: no dataset known (no config.json and no `dataset`).
+    """
+    if data_dir and os.path.isfile(manifest_lib.path(data_dir)):
+        return data_dir, manifest_lib.load(data_dir)["dataset"]
+    exp = predictor.experiment
+    trained_on = exp.data.dataset if exp else None
+    dataset = dataset or trained_on
+    if dataset is None:
+        raise ValueError("the model folder has no config.json: give the dataset "
+                         "(--dataset) or a prepared --data_dir")
+    same = dataset == trained_on
+    raw = data_dir or (exp.data.data_dir if same else None)
+    if raw and os.path.isfile(manifest_lib.path(raw)):
+        return raw, dataset
+    image_size = (exp if same else config_lib.preset(dataset)).data.image_size
+    out = os.path.join(work_dir, "data" if same else f"data-{dataset}")
+    prepare.prepare(dataset, raw, out, image_size=image_size)
+    return out, dataset
+
+
+def score(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,
+          threshold: float) -> Dict[str, float]:
+    """The eight metrics of one image ([H, W] arrays), FOV pixels only."""
+    scores = metrics.per_image_scores(probs[None], mask[None], fov[None] > 0, threshold)
+    return {name: float(scores[name][0]) for name in metrics.METRIC_NAMES}
+
+
+class _Scorer:
+    """Per-image scores and pooled counts of one predictor (model or observer)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.pooled = metrics.StreamingMetrics(threshold=threshold)
+        self.per_image = []
+
+    def add(self, name: str, probs, mask, fov) -> Dict[str, float]:
+        self.pooled.update(probs, mask, fov > 0)
+        scores = {"id": name, **score(probs, mask, fov, self.threshold)}
+        self.per_image.append(scores)
+        return scores
+
+    def result(self) -> Dict:
+        counts = {k: float(v) for k, v in self.pooled.counts().items()}
+        pooled = {k: float(v) for k, v in self.pooled.result().items()}
+        means = metrics.summarize([{k: v for k, v in s.items() if k != "id"}
+                                   for s in self.per_image])
+        return {"per_image": self.per_image, "pooled": {**pooled, "counts": counts},
+                "per_image_mean": means}
+
+
+def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
+             options: Options = Options()) -> Dict:
+    """Scores `predictor` on `split` of a prepared dataset.
+
+    Returns:
+      A JSON-friendly dict: "per_image" ([{"id", metrics...}]), "pooled" (metrics plus
+      "counts"), "per_image_mean", "num_images", optionally "second_observer" (the same
+      three for mask2 vs mask), "model", "data", "inference", "definitions" and
+      "wall_time_seconds".
+
+    Raises:
+      ValueError: `second_observer` on a split without mask2, or an empty split.
+    """
+    start = time.perf_counter()
+    if options.second_observer and not has_mask2(data_dir, split):
+        raise ValueError(f"{data_dir}: split {split!r} has no second observer (mask2)")
+    model, observer = _Scorer(options.threshold), _Scorer(options.threshold)
+    for i, ex in enumerate(raw_examples(data_dir, split, options.second_observer)):
+        if options.max_images is not None and i >= options.max_images:
+            break
+        probs = predictor.predict_image(ex["image"], options.tile, options.stride)
+        probs = probs[..., 1]  # foreground
+        scores = model.add(ex["id"], probs, ex["mask"], ex["fov"])
+        if options.second_observer:
+            observer.add(ex["id"], ex["mask2"].astype(np.float32), ex["mask"],
+                         ex["fov"])
+        _write_extras(i, ex, probs, options)
+        logging.info("%s: dice %.4f auc %.4f", ex["id"], scores["dice"], scores["auc"])
+    if not model.per_image:
+        raise ValueError(f"{data_dir}: split {split!r} has no images")
+    result = model.result()
+    if options.second_observer:
+        result["second_observer"] = observer.result()
+    tile = options.tile
+    result.update(
+        num_images=len(model.per_image), model=predictor.info(),
+        definitions=DEFINITIONS,
+        data={"data_dir": os.path.abspath(data_dir), "split": split,
+              "dataset": manifest_lib.load(data_dir)["dataset"]},
+        inference={"threshold": options.threshold, "fov_masked": True,
+                   "mode": "tiled" if tile else "whole_image", "tile": tile or None,
+                   "stride": (options.stride or tile // 2) if tile else None},
+        wall_time_seconds=time.perf_counter() - start)
+    return result
+
+
+def _write_extras(index: int, example: Dict, probs: np.ndarray,
+                  options: Options) -> None:
+    name = predict.safe_name(example["id"])
+    if options.probs_dir:
+        os.makedirs(options.probs_dir, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, probs.astype(np.float32))
+        predict.write_atomic(os.path.join(options.probs_dir, name + ".npy"),
+                             buffer.getvalue())
+    if index < options.figures and options.figures_dir:
+        os.makedirs(options.figures_dir, exist_ok=True)
+        predict.write_png(os.path.join(options.figures_dir, name + ".png"),
+                          figure(example["image"], example["mask"], probs,
+                                 example["fov"], options.threshold))
+
+
+def figure(image: np.ndarray, mask: np.ndarray, probs: np.ndarray, fov: np.ndarray,
+           threshold: float = 0.5, max_side: int = FIGURE_MAX_SIDE) -> np.ndarray:
+    """input | ground truth | prediction | error map, side by side, as uint8 RGB.
+
+    The prediction panel shows the probability in gray; the error map shows true
+    positives white, false positives red, false negatives blue and pixels outside the
+    FOV dark gray. Panels are downscaled so that their longer side is <= `max_side`.
+    """
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    truth, inside = mask > 0, fov > 0
+    pred = probs > threshold
+    errors = np.zeros(truth.shape + (3,), np.uint8)
+    errors[pred & truth] = (255, 255, 255)
+    errors[pred & ~truth] = (255, 0, 0)
+    errors[~pred & truth] = (0, 0, 255)
+    errors[~inside] = (48, 48, 48)
+    panels = [rgb, _gray(truth.astype(np.float32)), _gray(probs), errors]
+    height, width = truth.shape
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        panels = [tf.cast(tf.round(tf.image.resize(p, size, antialias=True)),
+                          tf.uint8).numpy() for p in panels]
+    gap = np.full((panels[0].shape[0], 4, 3), 128, np.uint8)  # visible on white
+    return np.concatenate([panels[0], gap, panels[1], gap, panels[2], gap, panels[3]],
+                          axis=1)
+
+
+def _gray(values: np.ndarray) -> np.ndarray:
+    """[H, W] values in [0, 1] -> uint8 gray RGB [H, W, 3]."""
+    gray = (np.clip(values, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def format_table(result: Dict) -> str:
+    """The aggregate rows (model, and second observer if present) as a text table."""
+    names = metrics.METRIC_NAMES
+    lines = [f"{'':32s}" + "".join(f"{n[:11]:>12s}" for n in names)]
+    rows = [("model", result)]
+    if "second_observer" in result:
+        rows.append(("2nd observer", result["second_observer"]))
+    for label, part in rows:
+        for kind in ("pooled", "per_image_mean"):
+            lines.append(f"{label + ' ' + kind:32s}" +
+                         "".join(f"{part[kind][n]:12.4f}" for n in names))
+    return "\n".join(lines)
+
+
+def write_json(path: str, result: Dict) -> None:
+    """Writes `result` as JSON to a temporary file next to `path`, then renames it."""
+    text = json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    predict.write_atomic(path, text.encode("utf-8"))

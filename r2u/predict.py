@@ -1,0 +1,228 @@
+"""Segments image files with a trained model and writes the results as PNG files.
+
+For every input image `<name>` it writes, into one output folder:
+
+    <name>_prob.png      foreground probability * 255 (8-bit gray)
+    <name>_mask.png      0/255 mask: probability > threshold
+    <name>_overlay.png   the input with the predicted foreground tinted green
+
+Output names come from input names through `safe_name`, so nothing is ever written
+outside the output folder, and every file is written to a temporary name and renamed.
+Images larger than a pixel budget are predicted in overlapping tiles. A file that cannot
+be read or predicted is reported and skipped; the others are still processed.
+"""
+
+import dataclasses
+import os
+import re
+import secrets
+import unicodedata
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from r2u import checkpoints
+from r2u.data import imageio
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
+                    ".pnm", ".pbm")
+SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
+MAX_SIDE = 2048
+MAX_PIXELS = 2048 * 2048
+AUTO_TILE = 512
+_KEEP = " -_.+"  # besides letters, marks and digits of any script
+_MAX_NAME_BYTES = 180  # leaves room for the suffixes within the usual 255-byte limit
+_MAX_ERROR = 400  # characters of an error message (TF errors can be pages long)
+
+# (index, total, path, error message or None) after each file.
+Report = Callable[[int, int, str, Optional[str]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How to predict and what counts as a large image.
+
+    Attributes:
+      threshold: a pixel is foreground iff its probability > threshold.
+      tile: 0 for automatic (whole images unless large); > 0 always tiles.
+      stride: tile offset; 0 means tile // 2.
+      max_side: images with a longer side are tiled (with `auto_tile`).
+      max_pixels: images with more pixels are tiled (with `auto_tile`).
+      auto_tile: tile size for large images.
+    """
+    threshold: float = 0.5
+    tile: int = 0
+    stride: int = 0
+    max_side: int = MAX_SIDE
+    max_pixels: int = MAX_PIXELS
+    auto_tile: int = AUTO_TILE
+
+
+def is_image_name(path: str) -> bool:
+    """True for the supported image extensions, optionally gzipped."""
+    name = path.lower()
+    name = name[:-3] if name.endswith(".gz") else name
+    return name.endswith(IMAGE_EXTENSIONS)
+
+
+def list_inputs(path: str, exclude: Optional[str] = None) -> List[str]:
+    """The image files to predict: `path` itself, or the images under folder `path`.
+
+    Folders are walked without following symbolic links to folders, so link loops are
+    harmless; files under `exclude` (the output folder) are left out.
+    """
+    if not os.path.isdir(path):
+        return [path]
+    skip = os.path.realpath(exclude) if exclude else None
+    found = []
+    for root, dirs, files in os.walk(path, followlinks=False):
+        dirs.sort()
+        if skip and os.path.realpath(root) == skip:
+            dirs[:] = []
+            continue
+        found.extend(os.path.join(root, f) for f in sorted(files) if is_image_name(f))
+    return found
+
+
+def safe_name(text: str) -> str:
+    """A file name made only of letters, digits, marks and ' -_.+', never '.' or '..'.
+
+    Path separators, control and other odd characters become '_', runs of dots
+    collapse, leading dots and trailing dots/spaces go; letters of any script stay.
+    """
+    text = unicodedata.normalize("NFC", text)
+    out = "".join(c if c in _KEEP or unicodedata.category(c)[0] in "LMN" else "_"
+                  for c in text)
+    out = re.sub(r"\.{2,}", "_", out).lstrip(". ").rstrip(". ")
+    while len(out.encode("utf-8")) > _MAX_NAME_BYTES:
+        out = out[:-1]
+    return out or "image"
+
+
+def output_stem(path: str, root: Optional[str] = None) -> str:
+    """The sanitised output name of input `path` (relative to folder `root`)."""
+    rel = os.path.relpath(path, root) if root else os.path.basename(path)
+    parts = [p for p in rel.split(os.sep) if p not in ("", ".", "..")] or ["image"]
+    last = parts[-1]
+    if last.lower().endswith(".gz"):
+        last = last[:-3]
+    stem, ext = os.path.splitext(last)
+    parts[-1] = stem if ext.lower() in IMAGE_EXTENSIONS else last
+    return safe_name("__".join(parts))
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to a new temporary file next to `path`, then renames it to `path`.
+
+    Readers never see a half-written file, and a symbolic link at `path` is replaced
+    itself rather than written through.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
+    try:
+        with open(tmp, "xb") as f:  # exclusive: never an existing file or link
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_png(path: str, pixels: np.ndarray) -> None:
+    """Writes uint8 [H, W] or [H, W, C] pixels as a PNG file, atomically."""
+    pixels = np.asarray(pixels, np.uint8)
+    write_atomic(path, tf.io.encode_png(pixels[..., None] if pixels.ndim == 2
+                                        else pixels).numpy())
+
+
+def overlay(image: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 1 | 3] image with `predicted` ([H, W] bool) pixels tinted green."""
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    out = rgb.astype(np.float32)
+    out[predicted] = 0.5 * out[predicted] + 0.5 * np.array([0.0, 255.0, 0.0])
+    return np.round(out).astype(np.uint8)
+
+
+def choose_tile(height: int, width: int, options: Options) -> int:
+    """The tile size for an image: `options.tile`, else `auto_tile` if it is large."""
+    if options.tile:
+        return options.tile
+    if max(height, width) > options.max_side or height * width > options.max_pixels:
+        return options.auto_tile
+    return 0
+
+
+def predict_file(predictor: checkpoints.Predictor, path: str, out_dir: str, stem: str,
+                 options: Options) -> List[str]:
+    """Predicts one image file and writes its three PNGs; returns their paths.
+
+    Raises:
+      DataError: the file cannot be read as an image.
+      ValueError: the output name would leave `out_dir` (cannot happen for `safe_name`
+        stems, checked anyway).
+    """
+    # One path component with no separator: the file lands directly in out_dir.
+    if stem in ("", ".", "..") or "/" in stem or (os.altsep or "/") in stem or \
+            os.sep in stem:
+        raise ValueError(f"{path}: output name {stem!r} would leave {out_dir}")
+    targets = [os.path.join(out_dir, stem + suffix) for suffix in SUFFIXES]
+    image = imageio.read_image(path, channels=None)  # uint8 [H, W, 1 | 3]
+    height, width = image.shape[:2]
+    multiple = 2**predictor.model_cfg.depth
+    tile = -(-choose_tile(height, width, options) // multiple) * multiple  # round up
+    if tile:
+        logging.info("%s: %dx%d, tiled inference with %d px tiles", path, width, height,
+                     tile)
+    prob = predictor.predict_image(image, tile=tile, stride=options.stride)[..., 1]
+    predicted = prob > options.threshold
+    write_png(targets[0], np.round(np.clip(prob, 0.0, 1.0) * 255.0))
+    write_png(targets[1], predicted.astype(np.uint8) * 255)
+    write_png(targets[2], overlay(image, predicted))
+    return targets
+
+
+def predict_all(predictor: checkpoints.Predictor, inputs: Sequence[str], out_dir: str,
+                options: Options, root: Optional[str] = None,
+                report: Optional[Report] = None) -> List[tuple]:
+    """Predicts every input; a failing file is reported and skipped.
+
+    Args:
+      predictor: the loaded model.
+      inputs: image paths (see `list_inputs`).
+      out_dir: output folder (created if needed).
+      options: see `Options`.
+      root: the input folder, to name outputs by relative path; None uses base names.
+      report: called after each file with (index, total, path, error or None); without
+        it, failures are logged as warnings.
+
+    Returns:
+      [(path, one-line error message)] of the files that failed.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    used, failures = set(), []
+    for index, path in enumerate(inputs, 1):
+        stem = output_stem(path, root)
+        base, n = stem, 1
+        while stem in used:  # two inputs sanitised to one name
+            n += 1
+            stem = f"{base}_{n}"
+        used.add(stem)
+        error = None
+        try:
+            predict_file(predictor, path, out_dir, stem, options)
+        except Exception as e:  # pylint: disable=broad-except
+            # One bad file (undecodable, too large, odd mode) must not stop the batch.
+            error = " ".join(str(e).split())[:_MAX_ERROR] or type(e).__name__
+            if not error.startswith(path):
+                error = f"{path}: {type(e).__name__}: {error}"
+            failures.append((path, error))
+            if not report:
+                logging.warning("%s", error)
+        else:
+            logging.info("[%d/%d] %s -> %s_*.png", index, len(inputs), path, stem)
+        if report:
+            report(index, len(inputs), path, error)
+    return failures

@@ -1,0 +1,187 @@
+"""Loading a model for inference: best/ before ckpt/, SavedModel alone, clear errors."""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from r2u import checkpoints
+from r2u import config
+from r2u import export
+from r2u import inference
+from r2u import models
+from r2u.data import preprocess
+
+
+def _experiment(in_channels=3):
+    return config.Experiment(model=config.ModelConfig(
+        arch="unet", in_channels=in_channels, filters=4, depth=2, dropout=0.0))
+
+
+def _model(exp, head_bias=None):
+    model = models.build(exp.model)
+    # A training-mode call moves the batch-norm statistics off their initial values.
+    model(tf.random.normal([2, 16, 16, exp.model.in_channels]), training=True)
+    if head_bias is not None:
+        model.head.b.assign(head_bias)
+    return model
+
+
+def _save(model, folder, step):
+    step_var = tf.Variable(step, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model, step=step_var), folder, max_to_keep=3)
+    return manager.save(checkpoint_number=step)
+
+
+def _training_dir(exp, best=None, latest=()):
+    """A folder laid out like train.train's: config.json, best/ and ckpt/."""
+    model_dir = tempfile.mkdtemp()
+    with open(os.path.join(model_dir, "config.json"), "w") as f:
+        f.write(exp.to_json())
+    for step, model in latest:
+        _save(model, os.path.join(model_dir, "ckpt"), step)
+    if best is not None:
+        _save(best[1], os.path.join(model_dir, "best"), best[0])
+    return model_dir
+
+
+def _want(model, images):
+    return inference.probabilities(model, preprocess.preprocess(images, 3)).numpy()
+
+
+class LoadTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.exp = _experiment()
+        cls.model = _model(cls.exp)
+        cls.export_dir = export.save(cls.model,
+                                     os.path.join(tempfile.mkdtemp(), "export"))
+        cls.images = np.random.default_rng(0).uniform(size=(2, 20, 28, 3)).astype(
+            np.float32)
+
+    def test_best_checkpoint_wins_over_the_latest(self):
+        other = _model(self.exp, head_bias=[3.0, -3.0])
+        model_dir = _training_dir(self.exp, best=(4, self.model), latest=[(6, other)])
+        predictor = checkpoints.load(model_dir)
+        self.assertEqual(predictor.source, "checkpoint")
+        self.assertEqual(predictor.step, 4)
+        self.assertEqual(predictor.path, os.path.join(model_dir, "best", "ckpt-4"))
+        self.assertEqual(predictor.experiment, self.exp)
+        self.assertAllClose(predictor.predict(self.images),
+                            _want(self.model, self.images), atol=1e-6)
+
+    def test_latest_checkpoint_without_best(self):
+        other = _model(self.exp, head_bias=[3.0, -3.0])
+        model_dir = _training_dir(self.exp, latest=[(2, other), (5, self.model)])
+        predictor = checkpoints.load(model_dir)
+        self.assertEqual(predictor.step, 5)
+        self.assertAllClose(predictor.predict(self.images),
+                            _want(self.model, self.images), atol=1e-6)
+
+    def test_saved_model_alone_given_directly_or_as_export(self):
+        parent = tempfile.mkdtemp()
+        shutil.copytree(self.export_dir, os.path.join(parent, "export"))
+        for path in (self.export_dir, parent):
+            predictor = checkpoints.load(path)
+            self.assertEqual(predictor.source, "saved_model")
+            self.assertIsNone(predictor.experiment)
+            self.assertEqual(predictor.model_cfg, self.model.cfg)
+            self.assertAllClose(predictor.predict(self.images),
+                                _want(self.model, self.images), atol=1e-5)
+
+    def test_source_flag_forces_the_saved_model_next_to_a_checkpoint(self):
+        model_dir = _training_dir(self.exp, best=(1, _model(self.exp, [3.0, -3.0])))
+        shutil.copytree(self.export_dir, os.path.join(model_dir, "export"))
+        self.assertEqual(checkpoints.load(model_dir).source, "checkpoint")
+        predictor = checkpoints.load(model_dir, source="saved_model")
+        self.assertEqual(predictor.source, "saved_model")
+        self.assertEqual(predictor.experiment, self.exp)  # config.json still read
+        self.assertAllClose(predictor.predict(self.images),
+                            _want(self.model, self.images), atol=1e-5)
+
+    def test_tiles_covering_the_image_equal_the_whole_image_prediction(self):
+        trained = _training_dir(self.exp, best=(1, self.model))
+        from_checkpoint = checkpoints.load(trained)
+        for predictor in (checkpoints.load(self.export_dir), from_checkpoint):
+            image = self.images[0]
+            whole = predictor.predict_image(image)
+            self.assertEqual(whole.shape, (20, 28, 2))
+            self.assertAllClose(predictor.predict_image(image, tile=32), whole,
+                                atol=1e-6)
+            overlapping = predictor.predict_image(image, tile=16, stride=4)
+            self.assertEqual(overlapping.shape, whole.shape)
+            self.assertAllClose(overlapping.sum(-1), np.ones([20, 28]), atol=1e-5)
+
+    def test_gray_and_rgb_inputs_are_converted_to_the_model_channels(self):
+        predictor = checkpoints.load(self.export_dir)
+        gray = self.images[0, ..., :1]
+        self.assertAllClose(predictor.predict_image(gray),
+                            predictor.predict_image(np.repeat(gray, 3, axis=-1)),
+                            atol=1e-6)
+        gray_exp = _experiment(in_channels=1)
+        gray_model = _model(gray_exp)
+        gray_predictor = checkpoints.load(_training_dir(gray_exp, best=(1, gray_model)))
+        rgb = self.images[0]
+        want = inference.probabilities(
+            gray_model, preprocess.preprocess(tf.image.rgb_to_grayscale(rgb[None]), 1))
+        self.assertAllClose(gray_predictor.predict_image(rgb), want[0], atol=1e-6)
+
+    def test_uint8_images_match_floats_in_unit_range_and_tiny_images_work(self):
+        predictor = checkpoints.load(self.export_dir)
+        pixels = (self.images[0] * 255).round().astype(np.uint8)
+        self.assertAllClose(predictor.predict_image(pixels),
+                            predictor.predict_image(pixels / np.float32(255)),
+                            atol=1e-6)
+        for shape in ((1, 1, 3), (1, 7, 3), (3, 2, 1)):
+            probs = predictor.predict_image(pixels[:shape[0], :shape[1], :shape[2]])
+            self.assertEqual(probs.shape, shape[:2] + (2,))
+            self.assertTrue(np.all(np.isfinite(probs)))
+
+    def test_bad_tile_is_rejected(self):
+        predictor = checkpoints.load(self.export_dir)
+        with self.assertRaisesRegex(ValueError, "multiple of 2\\*\\*depth = 4"):
+            predictor.predict_image(self.images[0], tile=10)
+
+    def test_errors_name_the_folder(self):
+        empty = tempfile.mkdtemp()
+        with self.assertRaisesRegex(FileNotFoundError, f"{empty}: no model found"):
+            checkpoints.load(empty)
+        missing = os.path.join(empty, "nope")
+        with self.assertRaisesRegex(FileNotFoundError, f"{missing}: model folder not"):
+            checkpoints.load(missing)
+        with self.assertRaisesRegex(FileNotFoundError, "expected a checkpoint"):
+            checkpoints.load(self.export_dir, source="checkpoint")
+        no_config = _training_dir(self.exp, best=(1, self.model))
+        os.remove(os.path.join(no_config, "config.json"))
+        with self.assertRaisesRegex(FileNotFoundError, "no config.json"):
+            checkpoints.load(no_config)
+        foreign = tempfile.mkdtemp()
+        shutil.copytree(self.export_dir, foreign, dirs_exist_ok=True)
+        os.remove(os.path.join(foreign, "r2u_model.json"))
+        with self.assertRaisesRegex(ValueError, "not written by r2u.export"):
+            checkpoints.load(foreign)
+
+    def test_checkpoint_of_another_architecture_is_refused(self):
+        wrong = dataclasses.replace(self.exp, model=dataclasses.replace(
+            self.exp.model, filters=8))
+        model_dir = _training_dir(self.exp, best=(1, self.model))
+        with open(os.path.join(model_dir, "config.json"), "w") as f:
+            f.write(wrong.to_json())
+        with self.assertRaisesRegex(ValueError, "ckpt-1: does not match the model"):
+            checkpoints.load(model_dir)
+        deeper = dataclasses.replace(self.exp, model=dataclasses.replace(
+            self.exp.model, depth=3, filters=2))  # more variables than the file holds
+        with open(os.path.join(model_dir, "config.json"), "w") as f:
+            f.write(deeper.to_json())
+        with self.assertRaisesRegex(ValueError, "ckpt-1: does not match the model"):
+            checkpoints.load(model_dir)
+
+
+if __name__ == "__main__":
+    tf.test.main()
