@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Merge an evaluation JSON with the run's config, training wall time and machine."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+from absl import app
+from absl import flags
+
+from r2u import devices
+from r2u import models
+from r2u import config
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training folder.", required=True)
+_EVAL = flags.DEFINE_string("eval", None, "bin/evaluate JSON.", required=True)
+_SECONDS = flags.DEFINE_integer("train_seconds", None, "Training wall time.")
+_OUT = flags.DEFINE_string("out", None, "Results JSON.", required=True)
+
+
+def main(argv):
+    del argv
+    with open(os.path.join(_MODEL_DIR.value, "config.json")) as f:
+        exp = config.Experiment.from_dict(json.load(f))
+    with open(os.path.join(_MODEL_DIR.value, "summary.json")) as f:
+        summary = json.load(f)
+    with open(_EVAL.value) as f:
+        evaluation = json.load(f)
+    result = {"dataset": exp.data.dataset, "arch": exp.model.arch,
+              "params": models.parameter_count(models.build(exp.model)),
+              "config": json.loads(exp.to_json()), "train_seconds": _SECONDS.value,
+              "steps": summary["steps"], "machine": devices.machine(),
+              "best_validation_dice": summary["best_validation_dice"],
+              "evaluation": evaluation}
+    tmp = _OUT.value + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+    os.replace(tmp, _OUT.value)
+    print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
