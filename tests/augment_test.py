@@ -116,15 +116,19 @@ class AugmentTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(turned.numpy() @ np.array([0.299, 0.587, 0.114]), luma,
                             atol=1e-4)
 
-    def test_grayscale_photometric_survives_standardisation(self):
-        image, mask, fov = _lesion()
-        gray = image[..., :1]
-        out, _, _ = augment.augment(gray, mask, fov, tf.constant([1, 1]),
-                                    geometric=False)
-        self.assertEqual(out.shape, gray.shape)
-        # Brightness and contrast alone would be undone by standardisation.
-        self.assertNotAllClose(preprocess.preprocess(out, 1),
-                               preprocess.preprocess(gray, 1), atol=0.02)
+    def test_only_gamma_survives_standardisation_on_gray(self):
+        rng = np.random.default_rng(2)
+        gray = rng.uniform(0.3, 0.7, (16, 16, 1)).astype(np.float32)
+        mask = np.zeros((16, 16, 1), np.uint8)
+        want = preprocess.preprocess(gray, 1)
+        for seed in range(3):
+            flat, _, _ = augment.augment(gray, mask, mask, tf.constant([seed, 0]),
+                                         geometric=False, gamma_range=(1.0, 1.0))
+            self.assertNotAllClose(flat, gray)
+            self.assertAllClose(preprocess.preprocess(flat, 1), want, atol=1e-4)
+            curved, _, _ = augment.augment(gray, mask, mask, tf.constant([seed, 0]),
+                                           geometric=False, gamma_range=(1.5, 1.5))
+            self.assertNotAllClose(preprocess.preprocess(curved, 1), want, atol=0.02)
 
     def test_xla_matches_eager(self):
         image, mask, fov = _lesion()

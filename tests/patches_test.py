@@ -59,6 +59,49 @@ class RandomPatchesTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(a, b)
         self.assertNotAllClose(a, c)
 
+    def test_geometric_flips_and_turns_are_exact_and_aligned(self):
+        coords = _coordinates(40, 40)
+        mask = ((coords[..., 0] * 7 + coords[..., 1]) % 3 == 0).astype(np.uint8)
+        fov = np.zeros((40, 40), np.uint8)
+        fov[10:30, 10:30] = 1  # Keeps flipped windows inside the image.
+        imgs, masks, fovs = patches.random_patches(
+            coords.astype(np.float32), mask, fov, 6, 64, tf.constant([4, 4]),
+            geometric=True, max_rotation=0.0, scale_range=(1.0, 1.0))
+        self.assertEqual(imgs.shape, (64, 6, 6, 2))
+        offsets = np.stack(np.mgrid[-3:3, -3:3], axis=-1)  # [6, 6, (dy, dx)]
+        dihedral = [np.array(m) for m in (
+            [[1, 0], [0, 1]], [[-1, 0], [0, 1]], [[1, 0], [0, -1]],
+            [[-1, 0], [0, -1]], [[0, 1], [1, 0]], [[0, -1], [1, 0]],
+            [[0, 1], [-1, 0]], [[0, -1], [-1, 0]])]
+        seen = set()
+        for img, m, f in zip(imgs.numpy(), masks.numpy(), fovs.numpy()):
+            centre = img[3, 3]
+            self.assertEqual(f[3, 3], 1)
+            kinds = [k for k, d in enumerate(dihedral)
+                     if np.array_equal(img, centre + offsets @ d.T)]
+            self.assertLen(kinds, 1)
+            seen.add(kinds[0])
+            rows, cols = img[..., 0].astype(int), img[..., 1].astype(int)
+            self.assertAllEqual(m, mask[rows, cols])
+            self.assertAllEqual(f, fov[rows, cols])
+        self.assertLen(seen, 8)
+
+    def test_geometric_keeps_image_and_mask_aligned(self):
+        yy, xx = np.mgrid[0:48, 0:48]
+        mask = (np.hypot(yy - 20, xx - 26) < 12).astype(np.uint8)[..., None]
+        imgs, masks, fovs = patches.random_patches(
+            mask.astype(np.float32), mask, np.ones_like(mask), 16, 32,
+            tf.constant([0, 9]), geometric=True, max_rotation=30.0,
+            scale_range=(0.8, 1.25))
+        disagree = np.abs(imgs.numpy() - masks.numpy()) > 0.5
+        self.assertLess(disagree.mean(), 0.02)
+        self.assertGreater(masks.numpy().mean(), 0.05)
+        again = patches.random_patches(
+            mask.astype(np.float32), mask, np.ones_like(mask), 16, 32,
+            tf.constant([0, 9]), geometric=True, max_rotation=30.0,
+            scale_range=(0.8, 1.25))[0]
+        self.assertAllEqual(imgs, again)
+
     def test_image_smaller_than_patch_raises(self):
         image = _coordinates(6, 10)
         ones = np.ones((6, 10), np.uint8)

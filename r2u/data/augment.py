@@ -4,15 +4,17 @@
 rotation and scale, composed into a single affine map about the image centre)
 and applies it to the image (bilinear), the mask and the FOV (nearest), so
 they stay aligned. Then it jitters brightness, contrast and gamma, plus
-saturation and hue on RGB images.
+saturation and hue on RGB images. The pieces (`random_affines`, `sample`,
+`jitter`) are public so that `patches.random_patches` can give every patch
+its own transform.
 
 All randomness comes from stateless ops keyed by a [2] integer `seed`: the
 same seed gives the same output, eagerly, in tf.data and under XLA. Two
 details make that hold: uniform floats are built from stateless *integer*
 bits (TF's CPU kernel and XLA turn the same bits into different floats), and
-the warp is written with gathers (`ImageProjectiveTransformV3` has no XLA
-kernel). Out-of-image samples are filled by mirror reflection,
-consistently for image, mask and FOV.
+sampling is written with gathers (`ImageProjectiveTransformV3` has no XLA
+kernel). Out-of-image samples are mirror-reflected, consistently for image,
+mask and FOV.
 """
 
 import math
@@ -30,23 +32,10 @@ _QUARTER_COS = (1.0, 0.0, -1.0, 0.0)
 _QUARTER_SIN = (0.0, 1.0, 0.0, -1.0)
 
 
-def augment(
-    image: tf.Tensor,
-    mask: tf.Tensor,
-    fov: tf.Tensor,
-    seed: tf.Tensor,
-    *,
-    geometric: bool = True,
-    photometric: bool = True,
-    max_rotation: float = 15.0,
-    scale_range: tuple[float, float] = (0.9, 1.1),
-    brightness: float = 0.1,
-    contrast_range: tuple[float, float] = (0.8, 1.2),
-    gamma_range: tuple[float, float] = (0.8, 1.25),
-    saturation_range: tuple[float, float] = (0.8, 1.2),
-    max_hue: float = 0.03,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Randomly transforms one example.
+def augment(image, mask, fov, seed, *, geometric: bool = True,
+            photometric: bool = True, max_rotation: float = 15.0,
+            scale_range: tuple[float, float] = (0.9, 1.1), **jitter_args):
+    """Randomly transforms one whole example.
 
     Quarter turns are drawn only for square images; other images get flips
     (which include the half turn), so the shape never changes.
@@ -57,66 +46,62 @@ def augment(
         fov: like `mask`.
         seed: int32/int64 [2], e.g. (base seed, example index).
         geometric: apply flips, quarter turns, rotation and scale.
-        photometric: apply brightness/contrast/gamma (and for RGB
-            saturation/hue) jitter.
+        photometric: apply `jitter`.
         max_rotation: largest small rotation, in degrees.
         scale_range: (min, max) zoom factor, drawn log-uniformly.
-        brightness: largest additive brightness change.
-        contrast_range: (min, max) contrast factor.
-        gamma_range: (min, max) exponent of a gamma curve, log-uniform. Unlike
-            brightness and contrast, which per-image standardisation mostly
-            undoes, this non-linear change survives it.
-        saturation_range: (min, max) saturation factor (RGB only).
-        max_hue: largest hue shift, as a fraction of the colour wheel (RGB).
+        **jitter_args: ranges passed to `jitter`.
 
     Returns:
         (image float32 [H, W, C] in [0, 1], mask, fov), mask and fov with
         their input dtypes and shapes.
     """
-    image = tf.convert_to_tensor(image)
-    if image.dtype == tf.uint8:
-        image = tf.cast(image, tf.float32) / 255.0
-    image = tf.cast(image, tf.float32)
-    # One stateless draw serves every random choice: building the graph is
-    # much faster than with a split and a call per parameter.
-    draws = uniform([10], seed)
+    image = to_unit_float(image)
     if geometric:
         square = tf.equal(tf.shape(image)[0], tf.shape(image)[1])
-        matrix = _affine(draws[:5], max_rotation, scale_range, square)
+        matrix = random_affines(seed, [], max_rotation, scale_range, square)
         image = warp(image, matrix, bilinear=True)
         mask, fov = _warp_pair(mask, fov, matrix)
     if photometric:
-        image = _jitter(image, draws[5:], brightness, contrast_range, gamma_range,
-                        saturation_range, max_hue)
+        image = jitter(image, fold_in(seed, 1), **jitter_args)
     return image, mask, fov
 
 
-def _affine(draws, max_rotation, scale_range, quarter_turns) -> tf.Tensor:
-    """Maps 5 uniforms to a 2x2 output-to-input map on (x, y) offsets.
+def random_affines(seed, shape, max_rotation: float = 15.0,
+                   scale_range: tuple[float, float] = (0.9, 1.1),
+                   quarter_turns=True) -> tf.Tensor:
+    """Draws output-to-input 2x2 maps acting on (x, y) = (column, row) offsets.
+
+    Args:
+        seed: int [2] stateless seed.
+        shape: leading shape, e.g. [] for one map or [num] for `num` maps.
+        max_rotation: largest small rotation, in degrees.
+        scale_range: (min, max) zoom factor, drawn log-uniformly.
+        quarter_turns: (bool or bool tensor) whether quarter turns may be drawn.
 
     Returns:
-        float32 [2, 2]: rotation(small) @ quarter turn @ flips / scale. The
+        float32 shape + [2, 2]: rotation @ quarter turn @ flips / scale. The
         entries are exact integers when the rotation is 0 and the scale 1.
     """
-    flips = tf.where(draws[:2] < 0.5, -1.0, 1.0)
+    draws = tf.unstack(uniform(list(shape) + [5], seed), axis=-1)
+    flips_x = tf.where(draws[0] < 0.5, -1.0, 1.0)
+    flips_y = tf.where(draws[1] < 0.5, -1.0, 1.0)
     # Without quarter turns the half turn is already covered by the flips.
     choices = tf.where(quarter_turns, 4.0, 1.0)
     turns = tf.minimum(tf.cast(draws[2] * choices, tf.int32), 3)
-    cos_k = tf.gather(_QUARTER_COS, turns)
-    sin_k = tf.gather(_QUARTER_SIN, turns)
+    cos_k, sin_k = tf.gather(_QUARTER_COS, turns), tf.gather(_QUARTER_SIN, turns)
     limit = math.radians(max_rotation)
     angle = _between(draws[3], -limit, limit)
     scale = tf.exp(_between(draws[4], *(math.log(s) for s in scale_range)))
-    rotation = tf.stack(
-        [tf.stack([tf.cos(angle), -tf.sin(angle)]),
-         tf.stack([tf.sin(angle), tf.cos(angle)])]
-    )
-    quarter = tf.stack([tf.stack([cos_k, -sin_k]), tf.stack([sin_k, cos_k])])
-    return rotation @ quarter @ tf.linalg.diag(flips) / scale
+    cos_a, sin_a = tf.cos(angle) / scale, tf.sin(angle) / scale
+    # rotation(angle) @ quarter(k), then the flips scale its columns.
+    a, b = cos_a * cos_k - sin_a * sin_k, -(cos_a * sin_k + sin_a * cos_k)
+    rows = [tf.stack([a * flips_x, b * flips_y], -1),
+            tf.stack([-b * flips_x, a * flips_y], -1)]
+    return tf.stack(rows, axis=-2)
 
 
 def warp(x: tf.Tensor, matrix: tf.Tensor, bilinear: bool) -> tf.Tensor:
-    """Resamples x [H, W, ...] at centre + matrix @ (p - centre), reflecting.
+    """Resamples x [H, W, ...] at centre + matrix @ (p - centre).
 
     Args:
         x: [H, W] or [H, W, C]; bilinear sampling needs a float dtype.
@@ -126,31 +111,120 @@ def warp(x: tf.Tensor, matrix: tf.Tensor, bilinear: bool) -> tf.Tensor:
     Returns:
         A tensor like `x`.
     """
-    shape = tf.shape(x)
-    height, width = shape[0], shape[1]
-    flat = tf.reshape(x, [height * width, -1])
-    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    x = tf.convert_to_tensor(x)
+    h, w = (tf.cast(s, tf.float32) for s in tf.unstack(tf.shape(x)[:2]))
     rows, cols = tf.meshgrid(tf.range(h), tf.range(w), indexing="ij")
     cy, cx = (h - 1) / 2, (w - 1) / 2
     dx, dy = cols - cx, rows - cy
-    src_x = _reflect(cx + matrix[0, 0] * dx + matrix[0, 1] * dy, w)
-    src_y = _reflect(cy + matrix[1, 0] * dx + matrix[1, 1] * dy, h)
+    src_x = cx + matrix[0, 0] * dx + matrix[0, 1] * dy
+    src_y = cy + matrix[1, 0] * dx + matrix[1, 1] * dy
+    return sample(x, src_y, src_x, bilinear)
 
-    def sample(yi, xi):
-        yi = tf.clip_by_value(yi, 0.0, h - 1)
-        xi = tf.clip_by_value(xi, 0.0, w - 1)
-        index = tf.cast(yi, tf.int32) * width + tf.cast(xi, tf.int32)
-        return tf.gather(flat, index)  # [H, W, C]
+
+def sample(x: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, bilinear: bool
+           ) -> tf.Tensor:
+    """Samples x [H, W, ...] at float pixel coordinates, mirroring outside.
+
+    Args:
+        x: [H, W] or [H, W, C]; bilinear sampling needs a float dtype.
+        rows, cols: float32 coordinates of any common shape S; pixel centres
+            are at integers.
+        bilinear: bilinear interpolation if True, else nearest neighbour.
+
+    Returns:
+        S + x.shape[2:].
+    """
+    x = tf.convert_to_tensor(x)
+    height, width = tf.shape(x)[0], tf.shape(x)[1]
+    trailing = x.shape[2:]
+    if trailing.is_fully_defined():  # Keeps the channel dimension static.
+        flat = tf.reshape(x, [height * width] + trailing.as_list())
+    else:
+        flat = tf.reshape(x, tf.concat([[height * width], tf.shape(x)[2:]], 0))
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    rows, cols = _reflect(rows, h), _reflect(cols, w)
+
+    def at(r, c):
+        r = tf.cast(tf.clip_by_value(r, 0.0, h - 1), tf.int32)
+        c = tf.cast(tf.clip_by_value(c, 0.0, w - 1), tf.int32)
+        return tf.gather(flat, r * width + c)
 
     if not bilinear:
-        out = sample(tf.round(src_y), tf.round(src_x))
-    else:
-        y0, x0 = tf.floor(src_y), tf.floor(src_x)
-        wy, wx = (src_y - y0)[..., None], (src_x - x0)[..., None]
-        top = sample(y0, x0) * (1 - wx) + sample(y0, x0 + 1) * wx
-        bottom = sample(y0 + 1, x0) * (1 - wx) + sample(y0 + 1, x0 + 1) * wx
-        out = top * (1 - wy) + bottom * wy
-    return tf.reshape(out, shape)
+        return at(tf.round(rows), tf.round(cols))
+    r0, c0 = tf.floor(rows), tf.floor(cols)
+    wr, wc = rows - r0, cols - c0
+    for _ in range(len(trailing)):
+        wr, wc = wr[..., None], wc[..., None]
+    top = at(r0, c0) * (1 - wc) + at(r0, c0 + 1) * wc
+    bottom = at(r0 + 1, c0) * (1 - wc) + at(r0 + 1, c0 + 1) * wc
+    return top * (1 - wr) + bottom * wr
+
+
+def jitter(image, seed, *, brightness: float = 0.1,
+           contrast_range: tuple[float, float] = (0.8, 1.2),
+           gamma_range: tuple[float, float] = (0.8, 1.25),
+           saturation_range: tuple[float, float] = (0.8, 1.2),
+           max_hue: float = 0.03) -> tf.Tensor:
+    """Random brightness, contrast, gamma and (RGB) saturation/hue.
+
+    Args:
+        image: uint8 or float in [0, 1], [..., H, W, C] with C in {1, 3}.
+        seed: int [2] stateless seed.
+        brightness: largest additive brightness change.
+        contrast_range: (min, max) contrast factor.
+        gamma_range: (min, max) exponent of a gamma curve, log-uniform. Unlike
+            brightness and contrast, which per-image standardisation mostly
+            undoes, this non-linear change survives it.
+        saturation_range: (min, max) saturation factor (RGB only).
+        max_hue: largest hue shift, as a fraction of the colour wheel (RGB).
+
+    Returns:
+        float32 image in [0, 1].
+    """
+    image = to_unit_float(image)
+    draws = tf.unstack(uniform([5], seed))
+    image = image + _between(draws[0], -brightness, brightness)
+    image = tf.image.adjust_contrast(image, _between(draws[1], *contrast_range))
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    image = image ** tf.exp(_between(draws[2], *(math.log(g) for g in gamma_range)))
+    if image.shape[-1] == 3:
+        saturation = _between(draws[3], *saturation_range)
+        image = _colour(image, saturation, _between(draws[4], -max_hue, max_hue))
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def uniform(shape, seed: tf.Tensor) -> tf.Tensor:
+    """Stateless float32 uniforms in [0, 1), identical eagerly and under XLA."""
+    bits = tf.random.stateless_uniform(
+        shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
+    )
+    # The top 24 bits give an exact float32 in [0, 1).
+    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
+
+
+def fold_in(seed: tf.Tensor, salt: int) -> tf.Tensor:
+    """A new [2] seed for purpose `salt`, cheaper than a stateless split.
+
+    One draw per purpose (rather than a split and a call per parameter) keeps
+    graph building fast. (s0, s1) becomes (s0 ^ k, s1) with k a 30-bit hash of
+    `salt` whose high bits are set, so small base seeds never collide.
+    """
+    seed = tf.convert_to_tensor(seed)
+    key = (salt * 0x9E3779B1) & 0x3FFFFFFF | 0x20000000
+    return tf.bitwise.bitwise_xor(seed, tf.constant([key, 0], seed.dtype))
+
+
+def to_unit_float(image) -> tf.Tensor:
+    """uint8 -> float32 / 255; other dtypes are cast to float32."""
+    image = tf.convert_to_tensor(image)
+    if image.dtype == tf.uint8:
+        return tf.cast(image, tf.float32) / 255.0
+    return tf.cast(image, tf.float32)
+
+
+def _between(unit: tf.Tensor, low: float, high: float) -> tf.Tensor:
+    """Maps [0, 1) to [low, high); exactly `low` when low == high."""
+    return low + (high - low) * unit
 
 
 def _warp_pair(mask, fov, matrix):
@@ -167,21 +241,6 @@ def _reflect(coord: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     period = 2 * size
     v = tf.math.floormod(coord + 0.5, period)
     return tf.where(v > size, period - v, v) - 0.5
-
-
-def _jitter(image, draws, brightness, contrast_range, gamma_range,
-            saturation_range, max_hue):
-    """Brightness, contrast, gamma and (RGB) saturation/hue jitter in [0, 1]."""
-    image = image + _between(draws[0], -brightness, brightness)
-    image = tf.image.adjust_contrast(image, _between(draws[1], *contrast_range))
-    image = tf.clip_by_value(image, 0.0, 1.0)
-    gamma = tf.exp(_between(draws[2], *(math.log(g) for g in gamma_range)))
-    image = image**gamma
-    if image.shape[-1] == 3:
-        saturation = _between(draws[3], *saturation_range)
-        hue = _between(draws[4], -max_hue, max_hue)
-        image = _colour(image, saturation, hue)
-    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def _colour(image: tf.Tensor, saturation: tf.Tensor, hue: tf.Tensor) -> tf.Tensor:
@@ -202,17 +261,3 @@ def _colour(image: tf.Tensor, saturation: tf.Tensor, hue: tf.Tensor) -> tf.Tenso
     # A plain matmul: einsum over a trailing axis of 3 is ~20x slower on CPU.
     pixels = tf.reshape(image, [-1, 3]) @ tf.transpose(matrix)
     return tf.reshape(pixels, tf.shape(image))
-
-
-def uniform(shape, seed: tf.Tensor) -> tf.Tensor:
-    """Stateless float32 uniforms in [0, 1), identical eagerly and under XLA."""
-    bits = tf.random.stateless_uniform(
-        shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox"
-    )
-    # The top 24 bits give an exact float32 in [0, 1).
-    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
-
-
-def _between(unit: tf.Tensor, low: float, high: float) -> tf.Tensor:
-    """Maps [0, 1) to [low, high); exactly `low` when low == high."""
-    return low + (high - low) * unit

@@ -9,9 +9,10 @@ Training elements are
 `{"image": float32 [B, h, w, C], "mask": int32 [B, h, w], "fov": float32
 [B, h, w]}` with fully static shapes. Randomness is keyed by (seed, position
 in the repeated stream) through stateless ops, and shuffles are seeded, so
-the stream is the same on every run. With `patch_size`, each image is
-augmented and standardised whole, then `patches_per_image` random patches
-centred in the FOV are cut from it and shuffled with those of other images.
+the stream is the same on every run. With `patch_size`, each image gets its
+colour jitter and per-image standardisation whole, then `patches_per_image`
+random patches centred in the FOV are cut from it, each with its own random
+geometric transform, and shuffled with those of other images.
 
 Evaluation yields one whole image at a time (batch 1, no augmentation) with
 `"id"` and, when the split has it, `"mask2"` (a second annotator).
@@ -113,7 +114,7 @@ def make_dataset(
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat().enumerate()
     train_fn = _train_fn(prepare, channels, augment, patch_size, patches_per_image,
-                         seed)
+                         seed, standardize_in_fov)
     ds = ds.map(_no_autograph(train_fn), num_parallel_calls=AUTOTUNE)
     if patch_size is not None:
         ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed + 1)
@@ -194,7 +195,7 @@ def _eval_example(example: dict, prepare) -> dict:
 
 
 def _train_fn(prepare, channels: int, augment: bool, patch_size,
-              patches_per_image: int, seed: int):
+              patches_per_image: int, seed: int, standardize_in_fov: bool):
     """Returns the map fn (index, example) -> augmented, standardised output."""
 
     def fn(index, example):
@@ -205,12 +206,18 @@ def _train_fn(prepare, channels: int, augment: bool, patch_size,
         if channels == 1 and image.shape[-1] == 3:
             # Augmenting one channel instead of three is ~3x cheaper.
             image = preprocess_lib.to_channels(tf.cast(image, tf.float32) / 255, 1)
-        if augment:
+        if augment and patch_size is not None:
+            # Colours change on the whole image; geometry per patch, below.
+            image = augment_lib.jitter(image, aug_seed)
+        elif augment:
             image, mask, fov = augment_lib.augment(image, mask, fov, aug_seed)
         image = prepare(image, fov)  # On the full image, before patching.
         if patch_size is not None:
             image, mask, fov = patches.random_patches(
-                image, mask, fov, patch_size, patches_per_image, patch_seed)
+                image, mask, fov, patch_size, patches_per_image, patch_seed,
+                geometric=augment)
+            if standardize_in_fov:  # Bilinear sampling blurs the FOV border.
+                image *= tf.cast(fov != 0, image.dtype)
         return _outputs(image, mask, fov)
 
     return fn
