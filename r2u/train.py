@@ -1,23 +1,24 @@
 """The compiled training step and the host loop around it.
 
-`make_train_step` builds one explicit `tf.GradientTape` step, runs it through the current
-`tf.distribute` strategy and compiles it with `tf.function` (XLA by `jit_compile`).
-`make_train_loop` fuses several steps into one host call. `train` is the host loop:
-validation each epoch, checkpoints (latest and best), TensorBoard summaries, progress,
-and a SavedModel export of the best model at the end.
+`make_train_step` builds one explicit `tf.GradientTape` step, runs it through the
+`tf.distribute` strategy (default, mirrored or multi-worker: see `r2u.distribute`) and
+compiles it with `tf.function` (XLA by `jit_compile`). `make_train_loop` fuses several
+steps into one host call. `train` is the host loop: validation each epoch, checkpoints
+(latest and best), TensorBoard summaries, progress, and a SavedModel export of the best
+model at the end.
 """
 
 import dataclasses
 import json
 import os
-import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
 
 from r2u import config as config_lib
 from r2u import devices
+from r2u import distribute
 from r2u import export
 from r2u import losses
 from r2u import metrics
@@ -27,6 +28,7 @@ from r2u import summaries
 from r2u.data import manifest
 from r2u.data import pipeline
 from r2u.data import prepare
+from r2u.data import tfrecord
 
 
 @dataclasses.dataclass
@@ -59,40 +61,67 @@ def make_state(exp: config_lib.Experiment) -> State:
         train_metrics=metrics.StreamingMetrics())
 
 
-def make_train_step(state: State, loss_fn: Callable, clip_norm: float,
-                    jit_compile: bool) -> Callable:
-    """One compiled step: batch dict -> {"loss", "grad_norm", "finite"} (replica-reduced)."""
-    model, variables = state.model, state.model.trainable_variables
+def make_train_step(state: State, loss_fn: Callable, clip_norm: float, jit_compile: bool,
+                    strategy: Optional[tf.distribute.Strategy] = None) -> Callable:
+    """One compiled step: batch -> {"loss", "grad_norm", "finite"} of the global batch.
+
+    Each replica weighs its loss by its share of the global batch's counted pixels and
+    gradients are summed: `wce` is the global-batch mean however the batch is split
+    (`dice` is computed per replica, then weighted). With `jit_compile`, one device
+    compiles the whole step; several replicas each compile their own forward and
+    backward pass (a function shared by replicas would capture one replica's variables)
+    and all-reduce and update as a graph (nested functions cannot update them).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicated = strategy.num_replicas_in_sync > 1
+    if replicated and jit_compile:
+        logging.info("XLA with %d replicas: forward and backward per replica only",
+                     strategy.num_replicas_in_sync)
 
     def replica_step(batch):
         ctx = tf.distribute.get_replica_context()
-        scale = state.loss_scale.scale if state.loss_scale else 1.0
-        with tf.GradientTape() as tape:
-            logits = model(batch["image"], training=True)
-            loss = loss_fn(logits, batch["mask"], batch["fov"])
-            # Each replica holds 1/n of the global batch: sum of grads = global mean grad.
-            scaled = loss * scale / ctx.num_replicas_in_sync
-        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tape.gradient(scaled, variables))
-        grads = [g / scale for g in grads]
+        pixels = tf.reduce_sum(batch["fov"])
+        share = pixels / tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, pixels), 1.0)
+        grads_fn = lambda b, s: _gradients(state, loss_fn, b, s)  # noqa: E731
+        if replicated and jit_compile:
+            grads_fn = tf.function(grads_fn, jit_compile=True)
+        grads, loss = grads_fn(batch, share)
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        if state.loss_scale:
+            grads = [g / state.loss_scale.scale for g in grads]
         finite = optim.all_finite(grads)
         grads, norm = tf.clip_by_global_norm(grads, clip_norm)
-        if state.loss_scale:
-            state.loss_scale.update(finite)
-        if finite:  # a non-finite step changes nothing (float16 retries at a lower scale)
-            state.opt.apply(grads, variables)
-        else:
-            state.bad_steps.assign_add(1)
-        state.step.assign_add(1)  # counts batches consumed: the data position on resume
-        state.train_metrics.update(tf.nn.softmax(logits)[..., 1], batch["mask"],
-                                   batch["fov"])
-        return {"loss": ctx.all_reduce(tf.distribute.ReduceOp.MEAN, loss),
+        return {"grads": grads, "loss": ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss),
                 "grad_norm": norm, "finite": finite}
 
     def step(batch):
-        strategy = tf.distribute.get_strategy()
         out = strategy.run(replica_step, args=(batch,))
-        return {k: strategy.experimental_local_results(v)[0] for k, v in out.items()}
-    return tf.function(step, jit_compile=jit_compile, reduce_retracing=True)
+        grads = out.pop("grads")
+        out = {k: strategy.experimental_local_results(v)[0] for k, v in out.items()}
+        if state.loss_scale:
+            state.loss_scale.update(out["finite"])
+        if out["finite"]:  # a non-finite step changes nothing (float16 retries lower)
+            # Back in replica context: each replica updates its copy of the weights.
+            strategy.run(lambda g: state.opt.apply(g, state.model.trainable_variables),
+                         args=(grads,))
+        else:
+            state.bad_steps.assign_add(1)
+        state.step.assign_add(1)  # counts batches consumed: the data position on resume
+        return out
+    return tf.function(step, jit_compile=jit_compile and not replicated,
+                       reduce_retracing=True)
+
+
+def _gradients(state: State, loss_fn: Callable, batch: Dict, share: tf.Tensor):
+    """This replica's gradients of `share` x its loss (x the loss scale), and that loss."""
+    scale = state.loss_scale.scale if state.loss_scale else 1.0
+    with tf.GradientTape() as tape:
+        logits = state.model(batch["image"], training=True)
+        loss = loss_fn(logits, batch["mask"], batch["fov"]) * share
+        scaled = loss * scale
+    grads = tape.gradient(scaled, state.model.trainable_variables)
+    state.train_metrics.update(tf.nn.softmax(logits)[..., 1], batch["mask"], batch["fov"])
+    return grads, loss
 
 
 def make_train_loop(step: Callable, steps_per_call: int) -> Callable:
@@ -141,81 +170,107 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
           resume: bool = False, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
     """Trains `exp` on prepared TFRecords in `data_dir`; returns the final summary.
 
+    Under a multi-worker strategy every worker calls this with the same arguments: only
+    the chief writes `model_dir`, the others a private folder deleted at the end, and
+    with `resume` every worker restores the chief's latest checkpoint (`r2u.distribute`).
+
     Raises FloatingPointError naming the step and the last good checkpoint when a loss or
     gradient is not finite in float32/bfloat16 (float16 skips such steps instead).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    with distribute.worker_dir(strategy, model_dir) as out_dir:
+        cfg = exp.train
+        _write_text(os.path.join(out_dir, "config.json"), exp.to_json())
+        tf.random.set_seed(cfg.seed)
+        with strategy.scope():
+            state = make_state(exp)
+        plain = models.build(exp.model)  # validated and exported: reads no replicas
+        ckpt = state.checkpoint()
+        latest = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"), 3)
+        best = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "best"), 1)
+        _restore(ckpt, state, model_dir, resume, strategy)
+        loss_fn = losses.loss_fn(cfg.loss, _class_weights(cfg.class_weights, data_dir))
+        step = make_train_step(state, loss_fn, cfg.clip_norm, devices.resolve_xla(cfg.xla),
+                               strategy)
+        done = int(state.step.numpy())
+        iterator = iter(strategy.distribute_datasets_from_function(
+            lambda ctx: _training_dataset(data_dir, exp, ctx, done)))
+        try:
+            history, best_dice = _fit(exp, state, plain, step, iterator, data_dir,
+                                      model_dir, out_dir, latest, best, strategy)
+        except KeyboardInterrupt:
+            if distribute.num_workers(strategy) == 1:  # saving is collective: peers may
+                path = latest.save(checkpoint_number=int(state.step.numpy()))  # be gone
+                logging.warning("interrupted: saved %s", path)
+            logging.warning("continue from the last checkpoint with --resume")
+            raise
+        if best.latest_checkpoint:
+            ckpt.restore(best.latest_checkpoint).expect_partial()
+        distribute.copy_variables(state.model, plain)
+        if distribute.is_chief(strategy):
+            export.save(plain, os.path.join(model_dir, "export"))
+        distribute.barrier(strategy)  # workers end together, none looks crashed to another
+        summary = {"steps": int(state.step.numpy()), "best_validation_dice": best_dice,
+                   "history": history}
+        _write_json(os.path.join(out_dir, "summary.json"), summary)
+        return summary
+
+
+def _fit(exp, state, plain, step, iterator, data_dir, model_dir, out_dir, latest, best,
+         strategy) -> Tuple[list, float]:
+    """Epochs of steps, validation, checkpoints; returns the records and the best Dice."""
     cfg = exp.train
-    os.makedirs(model_dir, exist_ok=True)
-    _write_text(os.path.join(model_dir, "config.json"), exp.to_json())
-    tf.random.set_seed(cfg.seed)
-    with strategy.scope():
-        state = make_state(exp)
-    ckpt = state.checkpoint()
-    latest = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "ckpt"), max_to_keep=3)
-    best = tf.train.CheckpointManager(ckpt, os.path.join(model_dir, "best"), max_to_keep=1)
-    if latest.latest_checkpoint:
+    steps_per_epoch = cfg.steps_per_epoch or _steps_per_epoch(data_dir, exp)
+    total_steps = cfg.steps or cfg.epochs * steps_per_epoch
+    predict = foreground_fn(plain)
+    loops, history = {}, []
+    writers = summaries.Writers(out_dir)
+    best_dice = _best_dice(model_dir, strategy)
+    progress = summaries.Progress(total_steps, cfg.batch_size)
+    done = int(state.step.numpy())
+    while done < total_steps:
+        epoch = done // steps_per_epoch
+        state.train_metrics.reset()
+        todo = min(steps_per_epoch * (epoch + 1), total_steps) - done
+        while todo > 0:
+            n = min(cfg.steps_per_call, todo)
+            if n not in loops:
+                loops[n] = make_train_loop(step, n)
+            out = loops[n](iterator)
+            done, todo = done + n, todo - n
+            if done % cfg.log_every < n or todo == 0:  # the only host fetches
+                _check_finite(state, done, model_dir)
+                progress.update(done, float(out["loss"]))
+                writers.scalars("train", done, loss=out["loss"], grad_norm=out["grad_norm"],
+                                learning_rate=state.opt.learning_rate.numpy(),
+                                images_per_second=progress.rate)
+        _check_finite(state, done, model_dir)
+        latest.save(checkpoint_number=done)
+        distribute.copy_variables(state.model, plain)
+        record = _end_epoch(exp, state, data_dir, writers, epoch, predict)
+        # Saving is collective: every worker must take the chief's decision.
+        record["dice"] = float(distribute.from_chief(strategy, [record["dice"]])[0])
+        history.append(record)
+        if record["dice"] > best_dice:
+            best_dice = record["dice"]
+            best.save(checkpoint_number=done)
+            _write_json(os.path.join(out_dir, "best.json"), record)
+        if cfg.early_stopping and _stale(history, cfg.early_stopping):
+            logging.info("early stopping after epoch %d", epoch + 1)
+            break
+    return history, best_dice
+
+
+def _restore(ckpt, state, model_dir, resume, strategy) -> None:
+    """Continues from the chief's latest checkpoint, on every worker."""
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt"))
+    if path:
         if not resume:
             raise FileExistsError(f"{model_dir} already holds checkpoints; pass resume=True "
                                   "(--resume) to continue or use another model_dir")
-        ckpt.restore(latest.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("resumed from %s at step %d", latest.latest_checkpoint,
-                     int(state.step))
-    steps_per_epoch = cfg.steps_per_epoch or _steps_per_epoch(data_dir, exp)
-    total_steps = cfg.steps or cfg.epochs * steps_per_epoch
-    class_weights = _class_weights(cfg.class_weights, data_dir)
-    loss_fn = losses.loss_fn(cfg.loss, class_weights)
-    jit = devices.resolve_xla(cfg.xla)
-    step = make_train_step(state, loss_fn, cfg.clip_norm, jit)
-    predict = foreground_fn(state.model)
-    loops = {}
-    writers = summaries.Writers(model_dir)
-    best_dice = _best_dice(model_dir)
-    history = []
-    progress = summaries.Progress(total_steps, cfg.batch_size)
-    done = int(state.step)
-    iterator = iter(strategy.distribute_datasets_from_function(
-        lambda ctx: _training_dataset(data_dir, exp, ctx).skip(done)))
-    try:
-        while done < total_steps:
-            epoch = done // steps_per_epoch
-            state.train_metrics.reset()
-            todo = min(steps_per_epoch * (epoch + 1), total_steps) - done
-            while todo > 0:
-                n = min(cfg.steps_per_call, todo)
-                if n not in loops:
-                    loops[n] = make_train_loop(step, n)
-                out = loops[n](iterator)
-                done, todo = done + n, todo - n
-                if done % cfg.log_every < n or todo == 0:  # the only host fetches
-                    _check_finite(state, done, latest)
-                    progress.update(done, float(out["loss"]))
-                    writers.scalars("train", done, loss=out["loss"],
-                                    grad_norm=out["grad_norm"],
-                                    learning_rate=state.opt.learning_rate,
-                                    images_per_second=progress.rate)
-            _check_finite(state, done, latest)
-            latest.save(checkpoint_number=done)
-            record = _end_epoch(exp, state, data_dir, writers, epoch, predict)
-            history.append(record)
-            if record["dice"] > best_dice:
-                best_dice = record["dice"]
-                best.save(checkpoint_number=done)
-                _write_json(os.path.join(model_dir, "best.json"), record)
-            if cfg.early_stopping and _stale(history, cfg.early_stopping):
-                logging.info("early stopping after epoch %d", epoch + 1)
-                break
-    except KeyboardInterrupt:
-        path = latest.save(checkpoint_number=int(state.step))
-        logging.warning("interrupted: saved %s; continue with --resume", path)
-        raise
-    if best.latest_checkpoint:
-        ckpt.restore(best.latest_checkpoint).expect_partial()
-    export.save(state.model, os.path.join(model_dir, "export"))
-    summary = {"steps": int(state.step), "best_validation_dice": best_dice,
-               "history": history}
-    _write_json(os.path.join(model_dir, "summary.json"), summary)
-    return summary
+        ckpt.restore(path).assert_existing_objects_matched()
+        logging.info("resumed from %s at step %d", path, int(state.step.numpy()))
+    distribute.check_same_step(strategy, int(state.step.numpy()), model_dir)
 
 
 def ensure_prepared(exp: config_lib.Experiment, model_dir: str) -> str:
@@ -229,15 +284,16 @@ def ensure_prepared(exp: config_lib.Experiment, model_dir: str) -> str:
 
 
 def _training_dataset(data_dir: str, exp: config_lib.Experiment,
-                      ctx: Optional[tf.distribute.InputContext]) -> tf.data.Dataset:
-    """The endless, seeded training stream of one input pipeline (one per worker)."""
+                      ctx: tf.distribute.InputContext, done: int) -> tf.data.Dataset:
+    """This input pipeline's endless, seeded training stream, `done` steps in."""
     data, cfg = exp.data, exp.train
-    batch = ctx.get_per_replica_batch_size(cfg.batch_size) if ctx else cfg.batch_size
+    distribute.log_shards(ctx, tfrecord.shard_paths(data_dir, "train"))
     return pipeline.make_dataset(
-        data_dir, "train", batch_size=batch, training=True, patch_size=data.patch_size,
+        data_dir, "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
+        training=True, patch_size=data.patch_size,
         patches_per_image=data.patches_per_image, channels=exp.model.in_channels,
         contrast=data.contrast, augment=data.augment, seed=cfg.seed, cache=data.cache,
-        input_context=ctx)
+        input_context=ctx).skip(distribute.batches_to_skip(ctx, done))
 
 
 def evaluation_dataset(data_dir: str, exp: config_lib.Experiment,
@@ -257,7 +313,7 @@ def _steps_per_epoch(data_dir: str, exp: config_lib.Experiment) -> int:
 
 
 def _end_epoch(exp, state, data_dir, writers, epoch, predict) -> Dict:
-    step = int(state.step)
+    step = int(state.step.numpy())
     train_scores = {k: float(v) for k, v in state.train_metrics.result().items()}
     writers.scalars("train", step, **train_scores)
     val = evaluate(predict, evaluation_dataset(data_dir, exp, "validation"))
@@ -273,13 +329,13 @@ def _end_epoch(exp, state, data_dir, writers, epoch, predict) -> Dict:
     return record
 
 
-def _check_finite(state, done, manager) -> None:
+def _check_finite(state, done, model_dir) -> None:
     """float32/bfloat16: a non-finite step is a bug or bad data, so stop before saving."""
-    if state.loss_scale is None and int(state.bad_steps) > 0:
+    if state.loss_scale is None and int(state.bad_steps.numpy()) > 0:
         raise FloatingPointError(
             f"non-finite loss or gradient in the steps up to step {done} (skipped, not "
             f"applied); nothing was written; last good checkpoint: "
-            f"{manager.latest_checkpoint}")
+            f"{tf.train.latest_checkpoint(os.path.join(model_dir, 'ckpt'))}")
 
 
 def _class_weights(spec: str, data_dir: str):
@@ -290,12 +346,13 @@ def _class_weights(spec: str, data_dir: str):
     return config_lib.parse_pair(spec)
 
 
-def _best_dice(model_dir: str) -> float:
-    path = os.path.join(model_dir, "best.json")
-    if not os.path.exists(path):
-        return -1.0
-    with open(path) as f:
-        return json.load(f)["dice"]
+def _best_dice(model_dir: str, strategy) -> float:
+    """The chief's best validation Dice so far (collective), -1 before any."""
+    path, dice = os.path.join(model_dir, "best.json"), -1.0
+    if os.path.exists(path):
+        with open(path) as f:
+            dice = json.load(f)["dice"]
+    return float(distribute.from_chief(strategy, [dice])[0])
 
 
 def _stale(history, patience: int) -> bool:
