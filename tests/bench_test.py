@@ -1,0 +1,103 @@
+"""Tests of r2u.bench and bin/bench: counted FLOPs against hand counts, a CLI smoke run.
+
+No timing assertions: the numbers depend on the machine and its load.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import tensorflow as tf
+
+from r2u import bench
+from r2u import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_KEYS = ("arch", "dtype", "xla", "image_size", "channels", "batch_size", "params",
+               "gflop_per_image", "compile_s", "train_img_s", "train_img_s_spread",
+               "infer_img_s", "gflop_s", "peak_fraction", "rss_mb")
+
+
+def conv_flops(h, w, k, cin, cout):
+    return 2 * h * w * k * k * cin * cout
+
+
+class FlopsTest(tf.test.TestCase):
+
+    def test_forward_gflop_matches_hand_count_of_tiny_unet(self):
+        # depth 1, filters 4, 8x8x1 input: enc_0 at 8x8, bottleneck at 4x4, up_0 is a
+        # 3x3 transposed conv 8 -> 4 channels from 4x4 to 8x8, dec_0 at 8x8, 1x1 head.
+        model = models.build("unet", in_channels=1, filters=4, depth=1)
+        expected = (conv_flops(8, 8, 3, 1, 4) + conv_flops(8, 8, 3, 4, 4)     # enc_0
+                    + conv_flops(4, 4, 3, 4, 8) + conv_flops(4, 4, 3, 8, 8)   # bottom
+                    + conv_flops(4, 4, 3, 8, 4)                               # up_0
+                    + conv_flops(8, 8, 3, 8, 4) + conv_flops(8, 8, 3, 4, 4)   # dec_0
+                    + conv_flops(8, 8, 1, 4, 2))                              # head
+        self.assertEqual(expected, 116224)
+        self.assertAllClose(bench.forward_gflop(model, 8, 1), expected / 1e9)
+
+    def test_recurrent_block_counts_each_shared_conv_application(self):
+        # r2unet, depth 1, t=2: a block is a 1x1 projection, then 2 units x 3 convs.
+        model = models.build("r2unet", in_channels=1, filters=4, depth=1, t=2)
+        block = lambda h, cin, cout: (conv_flops(h, h, 1, cin, cout)
+                                      + 6 * conv_flops(h, h, 3, cout, cout))
+        expected = (block(8, 1, 4) + block(4, 4, 8) + conv_flops(4, 4, 3, 8, 4)
+                    + block(8, 8, 4) + conv_flops(8, 8, 1, 4, 2))
+        self.assertAllClose(bench.forward_gflop(model, 8, 1), expected / 1e9)
+
+    def test_matmul_and_transposed_matmul(self):
+        a = tf.TensorSpec([3, 5], tf.float32)
+        b = tf.TensorSpec([5, 7], tf.float32)
+        graph = tf.function(tf.matmul).get_concrete_function(a, b).graph
+        self.assertEqual(bench.graph_flops(graph), 2 * 3 * 5 * 7)
+        at = tf.TensorSpec([5, 3], tf.float32)
+        graph = tf.function(lambda x, y: tf.matmul(x, y, transpose_a=True)
+                            ).get_concrete_function(at, b).graph
+        self.assertEqual(bench.graph_flops(graph), 2 * 3 * 5 * 7)
+
+    def test_time_fn_reports_median_and_spread(self):
+        calls = []
+        out = bench.time_fn(lambda: calls.append(1) or tf.constant(1.0), warmup=2,
+                            steps=3, repeats=4)
+        self.assertLen(calls, 2 + 3 * 4)
+        self.assertLen(out["all"], 4)
+        lo, hi = out["spread"]
+        self.assertBetween(out["median"], lo, hi)
+
+
+class CliTest(tf.test.TestCase):
+
+    def test_tiny_run_writes_documented_json(self):
+        path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), "bench.json")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "bin", "bench"), "--archs=unet",
+             "--image_size=32", "--batch_size=2", "--filters=4", "--depth=2",
+             "--dtypes=float32", "--xla=off", "--steps=2", "--repeats=1",
+             f"--json={path}", "--peers=none"],
+            capture_output=True, text=True, env=env, timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        with open(path) as f:
+            out = json.load(f)
+        for key in ("machine", "config", "peaks", "results", "peers", "ratios"):
+            self.assertIn(key, out)
+        self.assertIn("cpu", out["machine"])
+        self.assertIn("float32", out["peaks"])
+        self.assertLen(out["results"], 1)
+        record = out["results"][0]
+        for key in RESULT_KEYS:
+            self.assertIn(key, record)
+        self.assertEqual(record["arch"], "unet")
+        tiny = models.build("unet", filters=4, depth=2)
+        self.assertEqual(record["params"], models.parameter_count(tiny))
+        self.assertAllClose(record["gflop_per_image"], bench.forward_gflop(tiny, 32, 1))
+        self.assertGreater(record["train_img_s"], 0)
+        self.assertEqual(out["peers"], [])
+        self.assertIn("train img/s", proc.stdout)
+        self.assertFalse([n for n in os.listdir(os.path.dirname(path)) if "tmp" in n])
+
+
+if __name__ == "__main__":
+    tf.test.main()
