@@ -1,9 +1,9 @@
 """Flags, synthetic data, eager train/infer timing and the JSON record for torch peers.
 
 Shared by torch_r2unet.py and monai_unet.py (run inside benchmarks/peers/.venv-torch or
-.venv-monai, never the library's venv), which import it before torch. The timing protocol matches r2u's bench: `warmup`
-untimed steps, then `repeats` timed runs of `steps` steps each; images/s per run, the
-median is the headline number.
+.venv-monai, never the library's venv), which import it before torch. The timing
+protocol matches r2u's bench: `warmup` untimed steps, then `repeats` timed runs of
+`steps` steps each; images/s per run, the median is the headline number.
 """
 
 import argparse
@@ -23,9 +23,9 @@ def _set_omp_wait_policy() -> None:
 
     With libgomp's default spin-waiting, 2 threads on 2 cores shared with other jobs ran
     R2U-Net training 10-20x slower than 1 thread (measured here: 16-21 s/step against
-    0.9-1.4 s/step at 4x64x64); PASSIVE made 2 threads 1.1-2.3 s/step. TF's own thread pool
-    does not spin like that, so "passive" is the default for a fair comparison on a shared
-    machine; "default" leaves the environment alone.
+    0.9-1.4 s/step at 4x64x64); PASSIVE made 2 threads 1.1-2.3 s/step. TF's own thread
+    pool does not spin like that, so "passive" is the default for a fair comparison on a
+    shared machine; "default" leaves the environment alone.
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--omp_wait_policy", choices=OMP_WAIT_POLICIES, default="passive")
@@ -77,7 +77,7 @@ def synthetic_batch(args: argparse.Namespace):
 
 
 def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency class weights normalised to mean 1 (r2u's class_weights=auto)."""
+    """Inverse-frequency class weights with mean 1 (as r2u's class_weights=auto)."""
     counts = torch.bincount(y.flatten(), minlength=num_classes).float().clamp(min=1)
     w = counts.sum() / counts
     return w / w.mean()
@@ -89,7 +89,8 @@ def autocast(dtype: str):
     return contextlib.nullcontext()
 
 
-def time_runs(step: Callable[[], torch.Tensor], args: argparse.Namespace) -> List[float]:
+def time_runs(step: Callable[[], torch.Tensor],
+              args: argparse.Namespace) -> List[float]:
     """Images/s of each timed repeat; each run ends by reading the last value back."""
     for _ in range(args.warmup):
         out = step()
@@ -143,7 +144,8 @@ def run(peer: str, arch: str, build: Callable[[argparse.Namespace], torch.nn.Mod
     x, y = synthetic_batch(args)
     w = class_weights(y, args.num_classes)
     log = lambda msg: print(f"[{peer}] {msg}", file=sys.stderr, flush=True)
-    log(f"{arch}: {params:,} params; torch {torch.__version__}, {args.threads} threads, "
+    log(f"{arch}: {params:,} params; torch {torch.__version__}, "
+        f"{args.threads} threads, "
         f"{args.dtype}, channels_last={args.channels_last}, "
         f"{args.batch_size}x{args.image_size}x{args.image_size}x{args.channels}")
     record = {

@@ -1,4 +1,4 @@
-"""keras-unet-collection's R2U-Net on tf-keras (Keras 2), timed with train_on_batch and fit.
+"""keras-unet-collection's R2U-Net on tf-keras (Keras 2): train_on_batch, fit, predict.
 
 Run in its own venv (benchmarks/peers/setup.sh keras); the script sets
 TF_USE_LEGACY_KERAS=1 itself, so tf.keras is tf-keras as the package expects:
@@ -9,12 +9,13 @@ TF_USE_LEGACY_KERAS=1 itself, so tf.keras is tf-keras as the package expects:
 The model is `models.r2_unet_2d(input_size, [16, 32, 64, 128, 256], n_labels=2,
 stack_num_down=2, stack_num_up=2, recur_num=2, activation='ReLU',
 output_activation='Softmax', batch_norm=True, pool='max', unpool=False)` (0.1.13 source:
-unpool=False is a 3x3 stride-2 Conv2DTranspose + BN + ReLU). It differs from r2u's R2U-Net
-in ways that make it heavier, not lighter: every recurrent step has its own conv (weights not
-shared: 6.58M parameters against 2.45M), convs keep a bias before BN, each decoder level adds a
-conv3x3-BN-ReLU before the concatenation, and there is no dropout. Compiled with Adam(1e-3)
-(global_clipnorm = --clip_norm, as r2u's step clips) and categorical cross-entropy on one-hot
-labels. `--dtype bfloat16` sets the Keras policy "mixed_bfloat16". Prints one JSON record.
+unpool=False is a 3x3 stride-2 Conv2DTranspose + BN + ReLU). It differs from r2u's
+R2U-Net in ways that make it heavier, not lighter: every recurrent step has its own conv
+(weights not shared: 6.58M parameters against 2.45M), convs keep a bias before BN, each
+decoder level adds a conv3x3-BN-ReLU before the concatenation, and there is no dropout.
+Compiled with Adam(1e-3) (global_clipnorm = --clip_norm, as r2u's step clips) and
+categorical cross-entropy on one-hot labels. `--dtype bfloat16` sets the Keras policy
+"mixed_bfloat16". Prints one JSON record.
 """
 
 import os
@@ -75,8 +76,8 @@ def build(args) -> tf_keras.Model:
         n_labels=args.num_classes, stack_num_down=2, stack_num_up=2, recur_num=2,
         activation="ReLU", output_activation="Softmax", batch_norm=True, pool="max",
         unpool=False, name="r2_unet")
-    opt = tf_keras.optimizers.Adam(
-        learning_rate=1e-3, global_clipnorm=args.clip_norm if args.clip_norm > 0 else None)
+    clip = args.clip_norm if args.clip_norm > 0 else None
+    opt = tf_keras.optimizers.Adam(learning_rate=1e-3, global_clipnorm=clip)
     model.compile(optimizer=opt, loss=tf_keras.losses.CategoricalCrossentropy(),
                   jit_compile=bool(args.jit_compile))
     return model
@@ -120,7 +121,7 @@ class EpochTimer(tf_keras.callbacks.Callback):
 
 
 def time_fit(model, x, y, args):
-    """Images/s per epoch of `steps` steps of model.fit over a repeated in-memory batch."""
+    """Images/s per epoch of `steps` model.fit steps over a repeated in-memory batch."""
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     model.fit(data, steps_per_epoch=max(args.warmup, 1), epochs=1, verbose=0)
     timer = EpochTimer()

@@ -1,4 +1,4 @@
-"""R2U-Net (Alom et al., 2018) in plain PyTorch, built like r2u's `models.build("r2unet")`.
+"""R2U-Net (Alom et al., 2018) in plain PyTorch, built like r2u's build("r2unet").
 
 Run in its own venv (benchmarks/peers/setup.sh torch):
 
@@ -7,11 +7,12 @@ Run in its own venv (benchmarks/peers/setup.sh torch):
 
 Mirrors r2u layer for layer so the parameter counts agree: encoder 16-32-64-128 with 2x2
 max-pool, bottleneck 256; each block is RRCNN (1x1 conv with bias to the width, two
-recurrent units with t=2 whose conv3x3(no bias)-BN-ReLU is shared across steps,
-`x1 = f(x); repeat t: x1 = f(x + x1)`, then `x + x1`); the decoder upsamples with a 3x3
-stride-2 transposed conv (no bias) + BN + ReLU, concatenates [skip, up] and applies an RRCNN
-block; dropout 0.1 after every block; 1x1 conv head with bias. BN uses r2u's (Keras-style)
-momentum 0.99 / epsilon 1e-3. Prints one JSON record on stdout (see _torch_harness.run).
+recurrent units with t=2 whose conv3x3(no bias)-BN-ReLU is shared across steps, `x1 =
+f(x); repeat t: x1 = f(x + x1)`, then `x + x1`); the decoder upsamples with a 3x3
+stride-2 transposed conv (no bias) + BN + ReLU, concatenates [skip, up] and applies an
+RRCNN block; dropout 0.1 after every block; 1x1 conv head with bias. BN uses r2u's
+(Keras-style) momentum 0.99 / epsilon 1e-3. Prints one JSON record on stdout (see
+_torch_harness.run).
 """
 
 import _torch_harness as harness  # first: it sets OMP_WAIT_POLICY before torch loads
@@ -76,7 +77,8 @@ class R2UNet(nn.Module):
             for i in range(depth))
         self.bottleneck = RRCNN(widths[-2], widths[-1], t)
         self.up = nn.ModuleList(UpConv(widths[i + 1], widths[i]) for i in range(depth))
-        self.dec = nn.ModuleList(RRCNN(2 * widths[i], widths[i], t) for i in range(depth))
+        self.dec = nn.ModuleList(RRCNN(2 * widths[i], widths[i], t)
+                                 for i in range(depth))
         self.pool = nn.MaxPool2d(2)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Conv2d(widths[0], num_classes, 1)
@@ -89,7 +91,8 @@ class R2UNet(nn.Module):
             x = self.pool(x)
         x = self.dropout(self.bottleneck(x))
         for i in reversed(range(self.depth)):
-            x = torch.cat([skips[i], self.up[i](x)], dim=1)  # [B, 2 * widths[i], H_i, W_i]
+            # [B, 2 * widths[i], H_i, W_i]
+            x = torch.cat([skips[i], self.up[i](x)], dim=1)
             x = self.dropout(self.dec[i](x))
         return self.head(x)
 
