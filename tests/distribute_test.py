@@ -19,13 +19,13 @@ relative 2.4e-4 at the first level (3.9e-3 at the 8x8 bottleneck) on the batch t
 
 import dataclasses
 import os
-import subprocess
-import sys
 import tempfile
 import types
 
 import numpy as np
 import tensorflow as tf
+
+from tests import child
 
 _CHILD_ENV = "R2U_DISTRIBUTE_CHILD"
 _IN_CHILD = os.environ.get(_CHILD_ENV) == "1"
@@ -288,20 +288,7 @@ else:
     class MirroredInChildTest(tf.test.TestCase):
 
         def test_mirrored_strategy_in_fresh_process(self):
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            env = dict(os.environ, **{_CHILD_ENV: "1"})
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (root, env.get("PYTHONPATH")) if p)
-            child = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                 os.path.abspath(__file__)],
-                cwd=root, env=env, capture_output=True, text=True, timeout=900,
-                check=False)
-            output = child.stdout + child.stderr
-            self.assertEqual(child.returncode, 0, msg=output)
-            summary = output.strip().splitlines()[-1]
-            self.assertRegex(summary, r"^3 passed", msg=output)
-            self.assertNotRegex(summary, r"skipped|failed|error", msg=output)
+            child.run_file_in_child(self, __file__, _CHILD_ENV, "3 passed")
 
 
 if __name__ == "__main__":

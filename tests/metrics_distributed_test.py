@@ -10,11 +10,11 @@ tests in the same session, and never leaks 2 CPU devices into other tests.
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
+
+from tests import child
 
 _CHILD_ENV = "R2U_METRICS_DISTRIBUTED_CHILD"
 _IN_CHILD = os.environ.get(_CHILD_ENV) == "1"
@@ -110,20 +110,7 @@ else:
     class MetricsDistributedTest(tf.test.TestCase):
 
         def test_mirrored_strategy_in_fresh_process(self):
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            env = dict(os.environ, **{_CHILD_ENV: "1"})
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (root, env.get("PYTHONPATH")) if p)
-            child = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                 os.path.abspath(__file__)],
-                cwd=root, env=env, capture_output=True, text=True, timeout=600,
-                check=False)
-            output = child.stdout + child.stderr
-            self.assertEqual(child.returncode, 0, msg=output)
-            summary = output.strip().splitlines()[-1]
-            self.assertRegex(summary, r"^3 passed", msg=output)
-            self.assertNotRegex(summary, r"skipped|failed|error", msg=output)
+            child.run_file_in_child(self, __file__, _CHILD_ENV, "3 passed")
 
 
 if __name__ == "__main__":
