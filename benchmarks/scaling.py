@@ -2,25 +2,28 @@
 """How r2u scales: images/s and peak RSS against image size and batch size, and
 whole-image inference against patch-based sliding-window reconstruction.
 
-    .venv/bin/python benchmarks/scaling.py --arch=r2unet --dtype=bfloat16 \
+    .venv/bin/python benchmarks/scaling.py --arch=r2unet --dtype=float32 \
         --json=benchmarks/results/scaling.json
 
 Image-size sweep: `--image_sizes` at `--size_batch`; batch-size sweep: `--batch_sizes`
-at `--batch_image_size`. Each point is built, compiled (its peak RSS measured from a
-reset high-water mark) and timed on its own, then freed. The inference comparison
-predicts one `--whole` (H,W) image (DRIVE's 565x584, reflect-padded to a multiple of
-2**depth) in one forward pass and by `r2u.inference.tiled_probabilities` over
-`--tile`-sized patches every `--stride` pixels (the report's 48x48, stride 5).
+at `--batch_image_size`. Each point runs in a fresh process, so its peak RSS (the
+high-water mark over compile and steps, TF's own ~0.7 GB included) is its own. The
+inference comparison predicts one `--whole` (H,W) image (DRIVE's 565x584,
+reflect-padded to a multiple of 2**depth) in one forward pass and by
+`r2u.inference.tiled_probabilities` over `--tile`-sized patches every `--stride`
+pixels (the report's 48x48, stride 5). On this CPU float32 is the fast dtype (no
+native bfloat16): see benchmarks/NOTES.md.
 """
 
-import gc
 import json
 import os
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import r2u  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
 from absl import app
 from absl import flags
 from absl import logging
@@ -34,7 +37,8 @@ from r2u import inference
 from r2u import models
 
 _ARCH = flags.DEFINE_enum("arch", "r2unet", config.ARCHS, "Architecture.")
-_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", config.DTYPES, "Compute dtype.")
+_DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", *config.DTYPES],
+                           "Compute dtype (auto: devices.resolve_dtype).")
 _XLA = flags.DEFINE_enum("xla", "off", ["off", "on", "auto"], "XLA.")
 _CHANNELS = flags.DEFINE_integer("channels", 1, "Input channels.")
 _IMAGE_SIZES = flags.DEFINE_list("image_sizes", ["64", "128", "256", "512"],
@@ -51,26 +55,47 @@ _WHOLE = flags.DEFINE_list("whole", ["584", "565"],
 _TILE = flags.DEFINE_integer("tile", 48, "Sliding-window patch side.")
 _STRIDE = flags.DEFINE_integer("stride", 5, "Sliding-window stride.")
 _TILE_BATCH = flags.DEFINE_integer("tile_batch", 64, "Patches per forward pass.")
+_REMAPPING = flags.DEFINE_bool(
+    "grappler_remapping", True,
+    "Grappler's remapper (TF default on). With oneDNN it fuses inference conv+BN+ReLU "
+    "into a kernel that is ~10x slower at batch 1 (benchmarks/NOTES.md).")
 _JSON = flags.DEFINE_string("json", None, "Write the results here.")
+_POINT = flags.DEFINE_string("point", None, "Internal: measure one SIZE,BATCH point in "
+                             "this process and print its JSON record.")
 
 
-def sweep_point(image_size: int, batch_size: int, peak: float) -> dict:
-    b = bench.ArchBench(_ARCH.value, _DTYPE.value, devices.resolve_xla(_XLA.value),
+def sweep_point(image_size: int, batch_size: int) -> dict:
+    """One point, measured in this process (`--point`)."""
+    b = bench.ArchBench(_ARCH.value, devices.resolve_dtype(_DTYPE.value),
+                        devices.resolve_xla(_XLA.value),
                         image_size, _CHANNELS.value, batch_size)
     b.run(_STEPS.value, repeats=_REPEATS.value)
-    result = b.result(peak)
+    return b.result()
+
+
+def isolated_point(image_size: int, batch_size: int, peak: float) -> dict:
+    """One point in a fresh process: its RSS high-water mark is its own."""
+    forwarded = [f"--{k}={flags.FLAGS[k].value}" for k in (
+        "arch", "dtype", "xla", "channels", "steps", "repeats", "grappler_remapping")]
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__),
+                           f"--point={image_size},{batch_size}", *forwarded],
+                          capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"point {image_size}x{image_size} batch {batch_size} failed "
+                           f"(exit {proc.returncode}): {proc.stderr[-2000:]}")
+    result = json.loads(lines[-1])
+    result["peak_fraction"] = result["gflop_s"] / peak
     logging.info("%dx%d batch %d: train %.2f img/s, infer %.2f img/s, peak RSS %.0f MB",
                  image_size, image_size, batch_size, result["train_img_s"],
                  result["infer_img_s"], result["rss_mb"])
-    del b
-    gc.collect()
     return result
 
 
 def whole_vs_tiled(height: int, width: int) -> dict:
     """Seconds to predict one image whole (padded) and by overlapping tiles."""
     model = models.build(_ARCH.value, in_channels=_CHANNELS.value,
-                         compute_dtype=_DTYPE.value)
+                         compute_dtype=devices.resolve_dtype(_DTYPE.value))
     jit = devices.resolve_xla(_XLA.value)
     image = np.random.default_rng(0).standard_normal(
         (height, width, _CHANNELS.value)).astype(np.float32)
@@ -121,23 +146,30 @@ def write_json(path: str, value) -> None:
 
 def main(argv):
     del argv
+    if not _REMAPPING.value:
+        tf.config.optimizer.set_experimental_options({"remapping": False})
+    if _POINT.value:
+        print(json.dumps(sweep_point(*(int(v) for v in _POINT.value.split(",")))))
+        return
     load_start = os.getloadavg()
-    peak = bench.peak_gflops(_DTYPE.value)
+    peak = bench.peak_gflops(devices.resolve_dtype(_DTYPE.value))
     sizes = [int(s) for s in _IMAGE_SIZES.value]
     batches = [int(b) for b in _BATCH_SIZES.value]
     out = {"config": {k: flags.FLAGS[k].value for k in (
         "arch", "dtype", "xla", "channels", "image_sizes", "size_batch", "batch_sizes",
         "batch_image_size", "steps", "repeats", "whole", "tile", "stride",
-        "tile_batch")},
+        "tile_batch", "grappler_remapping")},
         "peak": peak}
-    out["image_size_sweep"] = [sweep_point(s, _SIZE_BATCH.value, peak["peak"])
+    out["image_size_sweep"] = [isolated_point(s, _SIZE_BATCH.value, peak["peak"])
                                for s in sizes]
-    out["batch_size_sweep"] = [sweep_point(_BATCH_IMAGE_SIZE.value, b, peak["peak"])
+    out["batch_size_sweep"] = [isolated_point(_BATCH_IMAGE_SIZE.value, b, peak["peak"])
                                for b in batches]
     if _WHOLE.value:
         out["whole_image"] = whole_vs_tiled(*(int(v) for v in _WHOLE.value))
     out["machine"] = {**devices.machine(), "load_avg_start": load_start,
-                      "load_avg_end": os.getloadavg()}
+                      "load_avg_end": os.getloadavg(),
+                      "env": {k: v for k, v in os.environ.items()
+                              if k.startswith(("TF_ENABLE_ONEDNN", "XLA_", "OMP_"))}}
     print(f"{'size':>5} {'batch':>5} {'train img/s':>11} {'infer img/s':>11} "
           f"{'RSS MB':>7}")
     for r in out["image_size_sweep"] + out["batch_size_sweep"]:

@@ -220,21 +220,24 @@ class ArchBench:
         self.infer_s += time_fn(self.infer_call, warmup, steps, repeats)["all"]
 
     def result(self, peak_gflop_s: Optional[float] = None) -> Dict:
-        """The documented result record (images/s medians and [min, max] spreads)."""
-        train_rates = sorted(self.images_per_call / s for s in self.train_s)
-        infer_rates = sorted(self.info["batch_size"] / s for s in self.infer_s)
+        """The documented result record: images/s medians, [min, max] spreads and
+        every block's rate in the order run (`*_all`, one per round in bin/bench)."""
+        train_rates = [self.images_per_call / s for s in self.train_s]
+        infer_rates = [self.info["batch_size"] / s for s in self.infer_s]
         train_img_s = statistics.median(train_rates)
+        infer_img_s = statistics.median(infer_rates)
         gflop_s = train_img_s * TRAIN_FLOP_FACTOR * self.gflop_per_image
         return {**self.info, "params": self.params,
                 "gflop_per_image": self.gflop_per_image,
                 "compile_s": self.compile_s, "infer_compile_s": self.infer_compile_s,
                 "train_img_s": train_img_s,
-                "train_img_s_spread": [train_rates[0], train_rates[-1]],
+                "train_img_s_spread": [min(train_rates), max(train_rates)],
                 "train_img_s_all": train_rates,
-                "infer_img_s": statistics.median(infer_rates),
-                "infer_img_s_spread": [infer_rates[0], infer_rates[-1]],
+                "infer_img_s": infer_img_s,
+                "infer_img_s_spread": [min(infer_rates), max(infer_rates)],
+                "infer_img_s_all": infer_rates,
                 "gflop_s": gflop_s,
-                "infer_gflop_s": statistics.median(infer_rates) * self.gflop_per_image,
+                "infer_gflop_s": infer_img_s * self.gflop_per_image,
                 "peak_fraction": gflop_s / peak_gflop_s if peak_gflop_s else None,
                 **self.memory}
 

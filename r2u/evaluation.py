@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import time
 from typing import Dict, Iterator, Optional
 
@@ -24,6 +25,7 @@ from r2u import checkpoints
 from r2u import config as config_lib
 from r2u import metrics
 from r2u import predict
+from r2u.data import imageio
 from r2u.data import manifest as manifest_lib
 from r2u.data import prepare
 from r2u.data import tfrecord
@@ -68,16 +70,29 @@ def raw_examples(data_dir: str, split: str, with_mask2: bool = False) -> Iterato
     Yields:
       {"id": str, "image": uint8 [H, W, C], "mask": uint8 [H, W], "fov": uint8 [H, W]}
       and "mask2" when `with_mask2`.
+
+    Raises:
+      DataError: naming a shard that is missing, of the wrong size (a shard cut at a
+        record boundary reads without error, one image short) or unreadable.
     """
     files = tfrecord.shard_paths(data_dir, split)
-    dataset = tf.data.TFRecordDataset(files).map(
-        lambda s: tfrecord.parse(s, with_mask2=with_mask2))
-    for example in dataset.as_numpy_iterator():
-        out = {"id": example["id"].decode("utf-8"), "image": example["image"]}
-        for key in ("mask", "fov", "mask2"):
-            if key in example:
-                out[key] = example[key][..., 0]
-        yield out
+    manifest_lib.verify(data_dir, splits=[split])
+    for file in files:
+        dataset = tf.data.TFRecordDataset(file).map(
+            lambda s: tfrecord.parse(s, with_mask2=with_mask2))
+        try:
+            for example in dataset.as_numpy_iterator():
+                out = {"id": example["id"].decode("utf-8"), "image": example["image"]}
+                for key in ("mask", "fov", "mask2"):
+                    if key in example:
+                        out[key] = example[key][..., 0]
+                yield out
+        except tf.errors.OpError as e:
+            # Drop TF's "{{function_node ...}}" and "[Op:...]" wrapping of the reason.
+            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message)
+            message = " ".join(reason.split())[:300]
+            raise imageio.DataError(f"{file}: corrupt shard ({message}); re-run "
+                                    "bin/prepare") from e
 
 
 def has_mask2(data_dir: str, split: str) -> bool:

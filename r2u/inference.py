@@ -49,7 +49,14 @@ def tiled_probabilities(predict, image: np.ndarray, tile: int, stride: int,
 
     `predict` maps a float32 [N, tile, tile, C] batch to [N, tile, tile, K] probabilities;
     an image smaller than a tile is predicted whole.
+
+    Raises:
+      ValueError: unless 1 <= stride <= tile (a larger stride leaves pixels between
+        tiles that no tile covers).
     """
+    if not 1 <= stride <= tile:
+        raise ValueError(f"tiles need 1 <= stride <= tile, got stride {stride} and "
+                         f"tile {tile}")
     h, w = image.shape[:2]
     windows = [(y, x) for y in tile_starts(h, tile, stride)
                for x in tile_starts(w, tile, stride)]

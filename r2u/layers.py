@@ -85,7 +85,8 @@ class ConvTranspose2D(tf.Module):
 class BatchNorm(tf.Module):
     """Batch normalisation over N, H, W with float32 statistics whatever the compute dtype.
 
-    Uses the fused kernel (float32 moments internally, also for bfloat16/float16 inputs).
+    Training uses the fused kernel (float32 moments internally, also for bfloat16/float16
+    inputs); inference folds the statistics into one float32 scale and shift.
     `training=True` normalises with the batch moments and updates the moving statistics;
     `training=False` uses the moving statistics and changes nothing.
     """
@@ -109,10 +110,12 @@ class BatchNorm(tf.Module):
     @tf.Module.with_name_scope
     def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
         if not training:
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, self.scale, self.offset, mean=self.moving_mean,
-                variance=self.moving_var, epsilon=self.epsilon, is_training=False)
-            return y
+            # A plain affine map, not fused_batch_norm: with oneDNN, grappler fuses
+            # conv + inference batch norm + ReLU into a kernel 13x slower on one whole
+            # 576x576 image (benchmarks/NOTES.md).
+            inv = tf.math.rsqrt(self.moving_var + self.epsilon) * self.scale
+            shift = self.offset - self.moving_mean * inv
+            return x * tf.cast(inv, x.dtype) + tf.cast(shift, x.dtype)
         y, mean, var = tf.compat.v1.nn.fused_batch_norm(
             x, self.scale, self.offset, epsilon=self.epsilon, is_training=True)
         decay = 1.0 - self.momentum

@@ -16,6 +16,7 @@ import dataclasses
 import os
 import re
 import secrets
+import tempfile
 import unicodedata
 from typing import Callable, List, Optional, Sequence
 
@@ -113,11 +114,32 @@ def output_stem(path: str, root: Optional[str] = None) -> str:
     return safe_name("__".join(parts))
 
 
+def ensure_writable_folder(folder: str) -> None:
+    """Creates `folder` if needed and checks a file can be created in it.
+
+    Lets a tool fail at once, in one line, rather than after its work (os.access would
+    not do: it says yes to root, and knows nothing of immutable folders).
+
+    Raises:
+      OSError: naming `folder` and the problem.
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSError(f"{folder}: output folder is not writable ({e.strerror or e})") \
+            from e
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Writes `data` to a new temporary file next to `path`, then renames it to `path`.
 
     Readers never see a half-written file, and a symbolic link at `path` is replaced
     itself rather than written through.
+
+    Raises:
+      OSError: naming `path` (not the temporary file) and the problem.
     """
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
@@ -125,9 +147,11 @@ def write_atomic(path: str, data: bytes) -> None:
         with open(tmp, "xb") as f:  # exclusive: never an existing file or link
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.lexists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise OSError(f"{path}: cannot write ({e.strerror or e})") from e
         raise
 
 

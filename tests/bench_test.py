@@ -76,7 +76,7 @@ class CliTest(tf.test.TestCase):
             [sys.executable, os.path.join(ROOT, "bin", "bench"), "--archs=unet",
              "--image_size=32", "--batch_size=2", "--filters=4", "--depth=2",
              "--dtypes=float32", "--xla=off", "--steps=2", "--repeats=1",
-             f"--json={path}", "--peers=none"],
+             f"--json={path}", "--peers=torch", f"--peers_dir={self.get_temp_dir()}"],
             capture_output=True, text=True, env=env, timeout=600)
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         with open(path) as f:
@@ -94,7 +94,12 @@ class CliTest(tf.test.TestCase):
         self.assertEqual(record["params"], models.parameter_count(tiny))
         self.assertAllClose(record["gflop_per_image"], bench.forward_gflop(tiny, 32, 1))
         self.assertGreater(record["train_img_s"], 0)
-        self.assertEqual(out["peers"], [])
+        # A peer without its venv is reported, not skipped.
+        self.assertLen(out["peers"], 1)
+        self.assertEqual(out["peers"][0]["peer"], "torch")
+        self.assertIn("setup.sh torch", out["peers"][0]["error"])
+        self.assertIn("NOT RUN", proc.stdout)
+        self.assertEqual(out["ratios"], {})
         self.assertIn("train img/s", proc.stdout)
         self.assertFalse([n for n in os.listdir(os.path.dirname(path)) if "tmp" in n])
 

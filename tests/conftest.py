@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import r2u  # noqa: E402,F401  (before any test imports TensorFlow: the kernels users get)
+
 
 def pytest_collection_modifyitems(config, items):
     # tf.test.TestCase defines `test_session` (a deprecated context manager, not a test);

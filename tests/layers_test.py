@@ -71,12 +71,25 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
         bn = layers.BatchNorm(2, epsilon=1e-3)
         bn.moving_mean.assign([1.0, -1.0])
         bn.moving_var.assign([4.0, 0.25])
+        bn.scale.assign([2.0, 0.5])
+        bn.offset.assign([0.1, -0.3])
         x = self.rng.normal(size=(2, 3, 3, 2)).astype(np.float32)
         y = bn(x, training=False)
-        want = (x - np.array([1.0, -1.0])) / np.sqrt(np.array([4.0, 0.25]) + 1e-3)
+        want = ((x - np.array([1.0, -1.0])) / np.sqrt(np.array([4.0, 0.25]) + 1e-3)
+                * np.array([2.0, 0.5]) + np.array([0.1, -0.3]))
         self.assertAllClose(y, want, atol=1e-5)
         self.assertAllClose(bn.moving_mean, [1.0, -1.0])
         self.assertAllClose(bn.moving_var, [4.0, 0.25])
+
+    def test_batch_norm_inference_graph_has_no_fused_batch_norm(self):
+        # grappler would fuse it with the conv and ReLU into a oneDNN kernel that is 13x
+        # slower on whole images (benchmarks/NOTES.md).
+        conv, bn = layers.Conv2D(1, 4, rng=self.rng), layers.BatchNorm(4)
+        fn = tf.function(lambda x: tf.nn.relu(bn(conv(x), training=False)))
+        graph = fn.get_concrete_function(tf.TensorSpec([1, 8, 8, 1])).graph
+        ops = {op.type for op in graph.get_operations()}
+        self.assertIn("Conv2D", ops)
+        self.assertFalse({o for o in ops if o.startswith("FusedBatchNorm")}, ops)
 
     @parameterized.parameters("bfloat16", "float16")
     def test_low_precision_keeps_float32_variables(self, dtype):

@@ -15,8 +15,11 @@ import numpy as np
 from PIL import Image
 
 # Masks may carry a few anti-aliased pixels on lesion borders; more than
-# this fraction of values outside {0, 255} means the file is not a mask.
+# this fraction of values far from both 0 and 255 means the file is not a mask.
 MAX_INTERMEDIATE_FRACTION = 0.01
+# JPEG compression moves mask values a little off 0 and 255 everywhere; values
+# within this distance of 0 or 255 count as binary (then thresholded at 128).
+NEAR_BINARY = 32
 
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
@@ -113,14 +116,15 @@ def binarize_mask(values: np.ndarray, path: str,
                   ) -> np.ndarray:
     """Turns mask values into {0, 1}, checking they are binary.
 
-    Values in {0, 1} are kept. Otherwise values must be {0, 255} except for
-    at most `max_intermediate` of the pixels (anti-aliasing), and the mask
-    is thresholded at 128.
+    Values in {0, 1} are kept. Otherwise values must lie within `NEAR_BINARY`
+    of 0 or 255 (JPEG-compressed masks do) except for at most
+    `max_intermediate` of the pixels (anti-aliasing), and the mask is
+    thresholded at 128.
 
     Args:
       values: uint8 array [H, W].
       path: file name used in error messages.
-      max_intermediate: tolerated fraction of values outside {0, 255}.
+      max_intermediate: tolerated fraction of values far from 0 and 255.
 
     Returns:
       np.uint8 array [H, W] with values {0, 1}.
@@ -130,15 +134,16 @@ def binarize_mask(values: np.ndarray, path: str,
     """
     if values.max(initial=0) <= 1:
         return values.astype(np.uint8)
-    intermediate = np.count_nonzero((values != 0) & (values != 255))
+    intermediate = np.count_nonzero((values > NEAR_BINARY)
+                                    & (values < 255 - NEAR_BINARY))
     if intermediate > max_intermediate * values.size:
         found = np.unique(values)
         shown = ", ".join(str(v) for v in found[:12])
         more = f", ... ({found.size} distinct)" if found.size > 12 else ""
         raise DataError(
             f"{path}: mask is not binary: values {{{shown}{more}}}, "
-            f"{intermediate / values.size:.1%} of pixels outside {{0, 255}} "
-            f"(at most {max_intermediate:.1%} tolerated)")
+            f"{intermediate / values.size:.1%} of pixels between {NEAR_BINARY} "
+            f"and {255 - NEAR_BINARY} (at most {max_intermediate:.1%} tolerated)")
     return (values >= 128).astype(np.uint8)
 
 

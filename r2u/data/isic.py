@@ -3,9 +3,12 @@
 Official layout under the data directory:
 `ISIC-2017_{Training,Validation,Test_v2}_Data/ISIC_NNNNNNN.jpg` and
 `ISIC-2017_{Training,Validation,Test_v2}_Part1_GroundTruth/
-ISIC_NNNNNNN_segmentation.png` (masks 0/255). Training is required; the
-other splits are read when their folders exist. Other files (e.g.
-`*_superpixels.png`, metadata CSVs) are ignored.
+ISIC_NNNNNNN_segmentation.png` (masks 0/255). Training is required (and
+validation by `prepare`); the other splits are read when their folders
+exist. Images may also be `.jpeg`
+or `.png` (any case), but one id with two image files is an error: which
+one is meant is unknown. Other files (e.g. `*_superpixels.png`, metadata
+CSVs) are ignored.
 
 Images and masks come in many sizes, and may differ from each other (our
 copy has 256x256 training images with original-size masks), so both are
@@ -25,7 +28,7 @@ from r2u.data import imageio
 DEFAULT_SIZE = (256, 256)
 SPLIT_FOLDERS = {"train": "Training", "validation": "Validation",
                  "test": "Test_v2"}
-_IMAGE = re.compile(r"(ISIC_\d{7})\.jpg")
+_IMAGE = re.compile(r"(ISIC_\d{7})\.(?i:jpe?g|png)")
 _MASK = re.compile(r"(ISIC_\d{7})_segmentation\.png")
 
 
@@ -41,14 +44,20 @@ def _list_split(data_dir: str, split: str) -> list[dict]:
         raise imageio.DataError(
             f"{data_dir}: wrong directory layout, expected folder "
             f"{os.path.basename(masks)!r} next to {os.path.basename(images)!r}")
-    image_ids = sorted(m[1] for m in map(_IMAGE.fullmatch, os.listdir(images))
-                       if m)
+    files = {}
+    for m in filter(None, map(_IMAGE.fullmatch, sorted(os.listdir(images)))):
+        if m[1] in files:
+            raise imageio.DataError(
+                f"{os.path.join(images, files[m[1]])} and "
+                f"{os.path.join(images, m[0])}: two images for id {m[1]!r}")
+        files[m[1]] = m[0]
+    image_ids = sorted(files)
     if not image_ids:
         raise imageio.DataError(f"{images}: no ISIC_NNNNNNN.jpg images")
     mask_ids = {m[1] for m in map(_MASK.fullmatch, os.listdir(masks)) if m}
     entries = []
     for image_id in image_ids:
-        image = os.path.join(images, f"{image_id}.jpg")
+        image = os.path.join(images, files[image_id])
         if image_id not in mask_ids:
             raise imageio.DataError(
                 f"{image}: missing mask, expected "
@@ -62,22 +71,29 @@ def _list_split(data_dir: str, split: str) -> list[dict]:
     return entries
 
 
-def list_splits(data_dir: str) -> dict[str, list[dict]]:
+def list_splits(data_dir: str, required: Sequence[str] = ("train",)
+                ) -> dict[str, list[dict]]:
     """Lists image/mask pairs per split, sorted by ID.
+
+    Args:
+      data_dir: the ISIC 2017 folder.
+      required: splits whose folders must exist; the others are optional.
 
     Returns:
       {split: [{"id": "ISIC_0000000", "image": path, "mask": path}, ...]}.
 
     Raises:
-      DataError: missing directory or training folder, empty folder, an image
-        without mask.
+      DataError: missing directory or required split folder, empty folder, an
+        image without mask, two images for one id.
     """
     if not os.path.isdir(data_dir):
         raise imageio.DataError(f"{data_dir}: ISIC 2017 folder not found")
-    if not os.path.isdir(_folders(data_dir, "train")[0]):
-        raise imageio.DataError(
-            f"{data_dir}: wrong directory layout, expected folder "
-            f"'ISIC-2017_Training_Data' (and its _Part1_GroundTruth)")
+    for split in required:
+        images = _folders(data_dir, split)[0]
+        if not os.path.isdir(images):
+            raise imageio.DataError(
+                f"{data_dir}: wrong directory layout, expected folder "
+                f"{os.path.basename(images)!r} (and its _Part1_GroundTruth)")
     return {split: _list_split(data_dir, split) for split in SPLIT_FOLDERS
             if os.path.isdir(_folders(data_dir, split)[0])}
 

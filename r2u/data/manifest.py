@@ -74,9 +74,9 @@ def load(data_dir: str) -> dict:
     return manifest
 
 
-def verify(data_dir: str, full: bool = False) -> None:
-    """Checks every shard the manifest lists: present and of the recorded size; with
-    `full`, also its sha256 (reads every byte).
+def verify(data_dir: str, full: bool = False, splits=None) -> None:
+    """Checks every shard the manifest lists (of `splits` only, if given): present and
+    of the recorded size; with `full`, also its sha256 (reads every byte).
 
     Raises:
       DataError: naming the first shard that is missing, truncated, grown or changed.
@@ -84,6 +84,8 @@ def verify(data_dir: str, full: bool = False) -> None:
     from r2u.data import tfrecord  # tfrecord imports TensorFlow; keep this module light
     manifest = load(data_dir)
     for split, info in manifest["splits"].items():
+        if splits is not None and split not in splits:
+            continue
         for shard in info["shards"]:
             file = os.path.join(data_dir, shard["file"])
             if not os.path.isfile(file):

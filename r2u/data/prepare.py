@@ -73,11 +73,13 @@ def _size(image_size) -> tuple[int, int] | None:
 def _reader_plan(dataset, data_dir, size, limit) -> dict:
     if dataset == "isic":
         size = size or isic.DEFAULT_SIZE
-        listing, read = isic.list_splits(data_dir), isic.read_example
+        # Training monitors validation: better to fail here than an epoch in.
+        listing = isic.list_splits(data_dir, required=("train", "validation"))
+        read = isic.read_example
         text = (f"ISIC 2017 Part 1. Images resized to {size[0]}x{size[1]} "
                 "(bilinear, antialiased), masks nearest; masks thresholded at "
-                "128 (values {0,255}, under 1% anti-aliased values tolerated); "
-                "fov all ones.")
+                "128 (values within 32 of 0 or 255, e.g. JPEG-compressed; under "
+                "1% anti-aliased values tolerated); fov all ones.")
     else:
         listing, read = retina.SPLITS[dataset](data_dir), retina.read_example
         text = (f"{retina.DESCRIPTIONS[dataset]} Validation = copy of the last "
@@ -279,15 +281,21 @@ def prepare(dataset: str, data_dir: str | None, out_dir: str,
     Raises:
       DataError: bad or missing input, naming the file and the problem.
       ValueError: unknown dataset or bad option.
+      OSError: `out_dir` cannot be created or written (naming it).
     """
     plan = _plan(dataset, data_dir, image_size, num_shards, limit, seed)
     fingerprint = _fingerprint(dataset, plan, num_shards, limit, seed)
-    os.makedirs(out_dir, exist_ok=True)
-    existing = None if force else _up_to_date(out_dir, fingerprint)
-    if existing is not None:
-        logging.info("%s is up to date (fingerprint %s)", out_dir, fingerprint[:12])
-        return existing
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        existing = None if force else _up_to_date(out_dir, fingerprint)
+        if existing is not None:
+            logging.info("%s is up to date (fingerprint %s)", out_dir,
+                         fingerprint[:12])
+            return existing
+        staging = tempfile.mkdtemp(prefix=".staging-", dir=out_dir)
+    except OSError as e:  # Name the folder, not a staging or parent path.
+        raise OSError(f"{out_dir}: output folder is not writable "
+                      f"({e.strerror or e})") from e
     try:
         manifest = _write_all(staging, dataset, plan, num_shards,
                               progress or _log_progress)

@@ -60,10 +60,18 @@ def _need(path: str, image: str, what: str) -> str:
 
 
 def _matching(folder: str, pattern: str) -> list[re.Match]:
+    """Files of `folder` matching `pattern`; its group 1 (the id) must be unique."""
     found = sorted(filter(None, map(re.compile(pattern).fullmatch,
                                     os.listdir(folder))), key=lambda m: m[0])
     if not found:
         raise imageio.DataError(f"{folder}: no files named like {pattern!r}")
+    first = {}
+    for m in found:  # e.g. im0001.ah.ppm next to im0001.ah.ppm.gz
+        if m[1] in first:
+            raise imageio.DataError(
+                f"{os.path.join(folder, first[m[1]])} and "
+                f"{os.path.join(folder, m[0])}: two files for id {m[1]!r}")
+        first[m[1]] = m[0]
     return found
 
 
