@@ -25,6 +25,7 @@ from r2u import metrics
 from r2u import models
 from r2u import optim
 from r2u import summaries
+from r2u.data import imageio
 from r2u.data import manifest
 from r2u.data import pipeline
 from r2u.data import prepare
@@ -175,7 +176,8 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
     with `resume` every worker restores the chief's latest checkpoint (`r2u.distribute`).
 
     Raises FloatingPointError naming the step and the last good checkpoint when a loss or
-    gradient is not finite in float32/bfloat16 (float16 skips such steps instead).
+    gradient is not finite in float32/bfloat16 (float16 skips such steps instead), and
+    DataError naming the shard when a record is corrupt (found by its sha256).
     """
     strategy = strategy or tf.distribute.get_strategy()
     with distribute.worker_dir(strategy, model_dir) as out_dir:
@@ -198,6 +200,11 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         try:
             history, best_dice = _fit(exp, state, plain, step, iterator, data_dir,
                                       model_dir, out_dir, latest, best, strategy)
+        except tf.errors.DataLossError as e:
+            # A shard of the right size with changed bytes: name it by its sha256.
+            manifest.verify(data_dir, full=True)
+            raise imageio.DataError(f"{data_dir}: corrupt record ({e.message.strip()[:200]})"
+                                    "; re-run bin/prepare") from e
         except KeyboardInterrupt:
             if distribute.num_workers(strategy) == 1:  # saving is collective: peers may
                 path = latest.save(checkpoint_number=int(state.step.numpy()))  # be gone

@@ -1,10 +1,13 @@
-"""Shard verification: a truncated, grown or altered shard is refused by name."""
+"""Shard verification: a truncated, grown or altered shard is refused by name, also when
+training meets it without --verify_data."""
 
 import os
 import tempfile
 
 import tensorflow as tf
 
+from r2u import config
+from r2u import train
 from r2u.data import imageio
 from r2u.data import manifest
 from r2u.data import prepare
@@ -38,6 +41,19 @@ class VerifyTest(tf.test.TestCase):
         manifest.verify(self.dir)  # sizes still match: the fast path cannot see it
         with self.assertRaisesRegex(imageio.DataError, "train-00001-of-00002.*sha256"):
             manifest.verify(self.dir, full=True)
+
+    def test_training_on_a_same_size_corrupt_shard_names_it(self):
+        with open(self.shard, "r+b") as f:
+            f.seek(40)
+            byte = f.read(1)
+            f.seek(40)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        exp = config.preset("synthetic")
+        exp = config.Experiment(
+            model=config.ModelConfig(arch="unet", filters=2, depth=1, in_channels=3),
+            data=exp.data, train=config.TrainConfig(steps=4, batch_size=2, log_every=1))
+        with self.assertRaisesRegex(imageio.DataError, "train-00001-of-00002.*sha256"):
+            train.train(exp, tempfile.mkdtemp(), self.dir)
 
     def test_missing_shard_is_named(self):
         os.remove(self.shard)

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Markdown tables for the README from the committed results JSON.
+
+    python benchmarks/tables.py bench benchmarks/results/bench.json
+    python benchmarks/tables.py results benchmarks/results/drive-*.json
+
+Tables are printed, never typed by hand, so the README quotes exactly what was measured.
+"""
+
+import json
+import sys
+
+METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "jaccard", "auc")
+
+
+def _f(value, digits=2):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def bench_table(path: str) -> str:
+    with open(path) as f:
+        run = json.load(f)
+    rows = ["| arch | dtype | XLA | params | GFLOP/img | train img/s [min-max] | "
+            "infer img/s | % of peak |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in run["results"]:
+        rows.append(
+            f"| {r['arch']} | {r['dtype']} | {r['xla']} | {r['params']:,} | "
+            f"{r['gflop_per_image']:.2f} | {r['train_img_s']:.2f} "
+            f"[{r['train_img_s_spread'][0]:.2f}-{r['train_img_s_spread'][1]:.2f}] | "
+            f"{r['infer_img_s']:.1f} | {100 * r['peak_fraction']:.0f} |")
+    peers = ["", "| peer | dtype | params | train img/s | infer img/s | r2u/peer train | "
+             "r2u/peer infer |", "|---|---|---:|---:|---:|---:|---:|"]
+    for p in run["peers"]:
+        if "error" in p:
+            peers.append(f"| {p['peer']} | {p['dtype']} | error: {p['error'][:60]} "
+                         "| | | | |")
+            continue
+        ratio = next((v for k, v in run["ratios"].items()
+                      if k.endswith(f"/{p['peer']}") and f"-{p['dtype']}-xla_off" in k), {})
+        peers.append(f"| {p['peer']} ({p['compare_with']}) | {p['dtype']} | "
+                     f"{p.get('params', 0):,} | {_f(p['train_img_s'])} | "
+                     f"{_f(p['infer_img_s'], 1)} | {_f(ratio.get('train'))}x | "
+                     f"{_f(ratio.get('infer'))}x |")
+    return "\n".join(rows + (peers if run["peers"] else []))
+
+
+def results_table(paths) -> str:
+    rows = ["| dataset | arch | params | train (min) | aggregate | "
+            + " | ".join(METRICS) + " |", "|---" * (5 + len(METRICS)) + "|"]
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        e = r["evaluation"]
+        kinds = [("pooled", e["pooled"]), ("per-image mean", e["per_image_mean"])]
+        if "evaluation_prior_threshold" in r:
+            prior = r["evaluation_prior_threshold"]
+            kinds.append((f"pooled, threshold {prior['inference']['threshold']:.3f}",
+                          prior["pooled"]))
+        if "second_observer" in e:
+            kinds.append(("2nd observer, pooled", e["second_observer"]["pooled"]))
+        for kind, scores in kinds:
+            rows.append(f"| {r['dataset']} | {r['arch']} | {r['params']:,} | "
+                        f"{r['train_seconds'] / 60:.0f} | {kind} | "
+                        + " | ".join(_f(scores.get(m), 4) for m in METRICS) + " |")
+    return "\n".join(rows)
+
+
+def main(argv):
+    kind, paths = argv[1], argv[2:]
+    print(bench_table(paths[0]) if kind == "bench" else results_table(paths))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
