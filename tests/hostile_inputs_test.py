@@ -171,30 +171,20 @@ class PrepareHostileInputsTest(tf.test.TestCase):
         self.assertEqual(image.dtype, np.uint8)
         self.assertAllEqual(image, deep >> 8)  # 0..65535 scaled to 0..255
 
-    def test_a_16_bit_gray_image_or_mask_is_rejected_naming_the_file(self):
+    def test_a_16_bit_gray_image_and_mask_are_read_as_their_high_byte(self):
         raw, out = _tmpdir(self), _tmpdir(self)
         isic_test.make_isic(raw)
-        prepare.prepare("isic", raw, out, image_size=8)
-        before = snapshot(out)
-        # Rejected (not converted) as tests/imageio_test.py requires of 16-bit gray.
         image = os.path.join(raw, TRAIN_DATA, "ISIC_0000001.png")
-        os.rename(os.path.join(raw, TRAIN_DATA, "ISIC_0000001.jpg"), image + ".bak")
+        os.remove(os.path.join(raw, TRAIN_DATA, "ISIC_0000001.jpg"))
         Image.fromarray(np.full((14, 16), 40000, np.uint16)).save(image)
-        with self.assertRaisesRegex(
-                imageio.DataError,
-                f"^{re.escape(image)}: unsupported pixel mode 'I;16'"):
-            prepare.prepare("isic", raw, out, image_size=8)
-        os.remove(image)
-        os.rename(image + ".bak", os.path.join(raw, TRAIN_DATA, "ISIC_0000001.jpg"))
-        mask = os.path.join(raw, TRAIN_TRUTH, "ISIC_0000002_segmentation.png")
-        deep_mask = np.zeros((32, 32), np.uint16)
-        deep_mask[:, 16:] = 65535
+        mask = os.path.join(raw, TRAIN_TRUTH, "ISIC_0000001_segmentation.png")
+        deep_mask = np.zeros((14, 16), np.uint16)
+        deep_mask[:, 8:] = 65535
         Image.fromarray(deep_mask).save(mask)
-        with self.assertRaisesRegex(
-                imageio.DataError,
-                f"^{re.escape(mask)}: unsupported pixel mode 'I;16'"):
-            prepare.prepare("isic", raw, out, image_size=8)
-        self.assertEqual(snapshot(out), before)
+        prepare.prepare("isic", raw, out, image_size=(14, 16))
+        example = parsed(out, "train")["ISIC_0000001"]
+        self.assertAllEqual(example["image"], np.full((14, 16, 3), 40000 >> 8))
+        self.assertAllEqual(example["mask"][..., 0], deep_mask >> 15)
 
     def test_a_jpeg_compressed_mask_is_thresholded_at_128(self):
         raw, out = _tmpdir(self), _tmpdir(self)

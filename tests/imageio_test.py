@@ -108,11 +108,19 @@ class ReadImageTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(imageio.DataError, "bad.ppm.gz"):
             imageio.read_image(path)
 
-    def test_16_bit_rejected(self):
+    def test_16_bit_gray_is_read_as_its_high_byte(self):
         path = self._path("deep.png")
-        Image.fromarray(np.full((4, 4), 1000, np.uint16)).save(path)
-        with self.assertRaisesRegex(imageio.DataError, "deep.png: unsupported"):
-            imageio.read_image(path)
+        Image.fromarray(np.array([[0, 1000], [40000, 65535]], np.uint16)).save(path)
+        self.assertAllEqual(imageio.read_image(path, channels=1)[..., 0],
+                            [[0, 3], [156, 255]])
+
+    def test_float_and_32_bit_images_are_rejected(self):
+        for name, values in (("float.tif", np.full((4, 4), 0.5, np.float32)),
+                             ("wide.tif", np.full((4, 4), 70000, np.int32))):
+            path = self._path(name)
+            Image.fromarray(values).save(path)
+            with self.assertRaisesRegex(imageio.DataError, f"{name}: unsupported"):
+                imageio.read_image(path)
 
 
 class ReadMaskTest(tf.test.TestCase):

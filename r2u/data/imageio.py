@@ -46,7 +46,19 @@ def _open(path: str) -> Image.Image:
         raise
     except (OSError, EOFError, SyntaxError, ValueError, zlib.error) as e:
         raise DataError(f"{path}: cannot decode image ({e})") from e
-    return img
+    return _eight_bit(img, path)
+
+
+def _eight_bit(img: Image.Image, path: str) -> Image.Image:
+    """16-bit gray (Pillow's "I;16*", or "I" holding 0..65535) as its high byte, like
+    Pillow reads 16-bit RGB; other deep modes (32-bit, float) have no agreed scale."""
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img
+    values = np.asarray(img)
+    if img.mode == "F" or values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+        raise DataError(f"{path}: unsupported pixel mode {img.mode!r} (expected 8- or "
+                        "16-bit images)")
+    return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8), mode="L")
 
 
 def _to_uint8_gray(img: Image.Image, path: str) -> np.ndarray:
@@ -55,7 +67,7 @@ def _to_uint8_gray(img: Image.Image, path: str) -> np.ndarray:
     if img.mode in ("L", "LA"):
         return np.asarray(img.convert("L"), dtype=np.uint8)
     raise DataError(
-        f"{path}: unsupported pixel mode {img.mode!r} (expected 8-bit images)")
+        f"{path}: unsupported pixel mode {img.mode!r} (expected 8- or 16-bit images)")
 
 
 def read_image(path: str, channels: int | None = 3) -> np.ndarray:
@@ -76,9 +88,6 @@ def read_image(path: str, channels: int | None = 3) -> np.ndarray:
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be None, 1 or 3, got {channels}")
     img = _open(path)
-    if img.mode.startswith("I") or img.mode == "F":
-        raise DataError(f"{path}: unsupported pixel mode {img.mode!r} "
-                        "(expected 8-bit images)")
     if channels is None:
         channels = 1 if img.mode in _GRAY_MODES else 3
     if channels == 1:
