@@ -51,13 +51,15 @@ def results_table(paths) -> str:
         with open(path) as f:
             r = json.load(f)
         e = r["evaluation"]
-        kinds = [("pooled", e["pooled"]), ("per-image mean", e["per_image_mean"])]
+        kinds = [("pooled, t=0.5", e["pooled"]), ("per image, t=0.5", e["per_image_mean"])]
         if "evaluation_prior_threshold" in r:
             prior = r["evaluation_prior_threshold"]
-            kinds.append((f"pooled, threshold {prior['inference']['threshold']:.3f}",
-                          prior["pooled"]))
+            t = prior["inference"]["threshold"]
+            kinds += [(f"pooled, t={t:.3f}", prior["pooled"]),
+                      (f"per image, t={t:.3f}", prior["per_image_mean"])]
         if "second_observer" in e:
-            kinds.append(("2nd observer, pooled", e["second_observer"]["pooled"]))
+            kinds += [("2nd observer, pooled", e["second_observer"]["pooled"]),
+                      ("2nd observer, per image", e["second_observer"]["per_image_mean"])]
         for kind, scores in kinds:
             rows.append(f"| {r['dataset']} | {r['arch']} | {r['params']:,} | "
                         f"{r['train_seconds'] / 60:.0f} | {kind} | "
