@@ -211,14 +211,15 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
                 logging.warning("interrupted: saved %s", path)
             logging.warning("continue from the last checkpoint with --resume")
             raise
+        steps = int(state.step.numpy())  # before the best checkpoint sets it back
         if best.latest_checkpoint:
             ckpt.restore(best.latest_checkpoint).expect_partial()
         distribute.copy_variables(state.model, plain)
         if distribute.is_chief(strategy):
             export.save(plain, os.path.join(model_dir, "export"))
         distribute.barrier(strategy)  # workers end together, none looks crashed to another
-        summary = {"steps": int(state.step.numpy()), "best_validation_dice": best_dice,
-                   "history": history}
+        summary = {"steps": steps, "best_step": int(state.step.numpy()),
+                   "best_validation_dice": best_dice, "history": history}
         _write_json(os.path.join(out_dir, "summary.json"), summary)
         return summary
 

@@ -102,6 +102,8 @@ class TrainLoopTest(tf.test.TestCase):
         summary = train.train(tiny_experiment(), model_dir, tiny_data())
         self.assertEqual(summary["steps"], 4)
         self.assertLen(summary["history"], 2)
+        best = max(summary["history"], key=lambda h: h["validation"]["dice"])
+        self.assertEqual(summary["best_step"], best["step"])
         for name in ("config.json", "summary.json", "best.json", "export/saved_model.pb"):
             self.assertTrue(os.path.exists(os.path.join(model_dir, name)), name)
         with open(os.path.join(model_dir, "config.json")) as f:

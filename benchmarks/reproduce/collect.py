@@ -34,7 +34,8 @@ def main(argv):
     result = {"dataset": exp.data.dataset, "arch": exp.model.arch,
               "params": models.parameter_count(models.build(exp.model)),
               "config": json.loads(exp.to_json()), "train_seconds": _SECONDS.value,
-              "steps": summary["steps"], "machine": devices.machine(),
+              "steps": summary["steps"], "best_step": summary.get("best_step"),
+              "machine": devices.machine(),
               "best_validation_dice": summary["best_validation_dice"],
               "evaluation": evaluation}
     if _EVAL_PRIOR.value:
