@@ -22,6 +22,14 @@ class VerifyTest(tf.test.TestCase):
         self.shard = os.path.join(self.dir, manifest.load(self.dir)["splits"]["train"]
                                   ["shards"][1]["file"])
 
+    def _flip_a_byte(self):
+        """Corrupts the shard in place, keeping its size."""
+        with open(self.shard, "r+b") as f:
+            f.seek(40)
+            byte = f.read(1)
+            f.seek(40)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
     def test_intact_data_passes_both_checks(self):
         manifest.verify(self.dir)
         manifest.verify(self.dir, full=True)
@@ -33,21 +41,13 @@ class VerifyTest(tf.test.TestCase):
             manifest.verify(self.dir)
 
     def test_same_size_corruption_needs_the_full_check(self):
-        with open(self.shard, "r+b") as f:
-            f.seek(40)
-            byte = f.read(1)
-            f.seek(40)
-            f.write(bytes([byte[0] ^ 0xFF]))
+        self._flip_a_byte()
         manifest.verify(self.dir)  # sizes still match: the fast path cannot see it
         with self.assertRaisesRegex(imageio.DataError, "train-00001-of-00002.*sha256"):
             manifest.verify(self.dir, full=True)
 
     def test_training_on_a_same_size_corrupt_shard_names_it(self):
-        with open(self.shard, "r+b") as f:
-            f.seek(40)
-            byte = f.read(1)
-            f.seek(40)
-            f.write(bytes([byte[0] ^ 0xFF]))
+        self._flip_a_byte()
         exp = config.preset("synthetic")
         exp = config.Experiment(
             model=config.ModelConfig(arch="unet", filters=2, depth=1, in_channels=3),
