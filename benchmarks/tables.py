@@ -47,6 +47,13 @@ def bench_table(path: str) -> str:
 def results_table(paths) -> str:
     rows = ["| dataset | arch | params | train (min) | aggregate | "
             + " | ".join(METRICS) + " |", "|---" * (5 + len(METRICS)) + "|"]
+    observer = []  # the same for every model: shown once, last
+
+    def row(r, kind, scores, minutes):
+        params = f"{r['params']:,}" if r["params"] else "-"
+        return (f"| {r['dataset']} | {r['arch']} | {params} | {minutes} | {kind} | "
+                + " | ".join(_f(scores.get(m), 4) for m in METRICS) + " |")
+
     for path in paths:
         with open(path) as f:
             r = json.load(f)
@@ -57,14 +64,14 @@ def results_table(paths) -> str:
             t = prior["inference"]["threshold"]
             kinds += [(f"pooled, t={t:.3f}", prior["pooled"]),
                       (f"per image, t={t:.3f}", prior["per_image_mean"])]
-        if "second_observer" in e:
-            kinds += [("2nd observer, pooled", e["second_observer"]["pooled"]),
-                      ("2nd observer, per image", e["second_observer"]["per_image_mean"])]
-        for kind, scores in kinds:
-            rows.append(f"| {r['dataset']} | {r['arch']} | {r['params']:,} | "
-                        f"{r['train_seconds'] / 60:.0f} | {kind} | "
-                        + " | ".join(_f(scores.get(m), 4) for m in METRICS) + " |")
-    return "\n".join(rows)
+        minutes = f"{r['train_seconds'] / 60:.0f}"
+        rows += [row(r, kind, scores, minutes) for kind, scores in kinds]
+        if "second_observer" in e and not observer:
+            human = dict(r, arch="2nd observer", params=0)
+            observer = [row(human, f"{kind}", e["second_observer"][key], "-")
+                        for kind, key in (("pooled", "pooled"),
+                                          ("per image", "per_image_mean"))]
+    return "\n".join(rows + observer)
 
 
 def main(argv):
