@@ -12,6 +12,7 @@ import tempfile
 import tensorflow as tf
 
 from r2u import bench
+from r2u import devices
 from r2u import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +76,7 @@ class CliTest(tf.test.TestCase):
         proc = subprocess.run(
             [sys.executable, os.path.join(ROOT, "bin", "bench"), "--archs=unet",
              "--image_size=32", "--batch_size=2", "--filters=4", "--depth=2",
-             "--dtypes=float32", "--xla=off", "--steps=2", "--repeats=1",
+             "--steps=2", "--repeats=1",  # dtypes and xla: auto, as bin/train
              f"--json={path}", "--peers=torch", f"--peers_dir={self.get_temp_dir()}"],
             capture_output=True, text=True, env=env, timeout=600)
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -84,9 +85,11 @@ class CliTest(tf.test.TestCase):
         for key in ("machine", "config", "peaks", "results", "peers", "ratios"):
             self.assertIn(key, out)
         self.assertIn("cpu", out["machine"])
-        self.assertIn("float32", out["peaks"])
         self.assertLen(out["results"], 1)
         record = out["results"][0]
+        self.assertEqual(record["dtype"], devices.resolve_dtype("auto"))
+        self.assertEqual(record["xla"], "on" if devices.resolve_xla("auto") else "off")
+        self.assertIn(record["dtype"], out["peaks"])
         for key in RESULT_KEYS:
             self.assertIn(key, record)
         self.assertEqual(record["arch"], "unet")
