@@ -109,3 +109,28 @@ class CliTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class ScalingCliTest(tf.test.TestCase):
+
+    def test_tiny_sweep_writes_one_record_per_point_and_the_tiling_comparison(self):
+        path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), "scaling.json")
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "benchmarks", "scaling.py"),
+             "--arch=unet", "--image_sizes=16,32", "--size_batch=1", "--batch_sizes=2",
+             "--batch_image_size=16", "--steps=1", "--repeats=1", "--whole=20,24",
+             "--tile=16", "--stride=8", f"--json={path}"],
+            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+            timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        with open(path) as f:
+            out = json.load(f)
+        self.assertEqual([(r["image_size"], r["batch_size"]) for r in
+                          out["image_size_sweep"] + out["batch_size_sweep"]],
+                         [(16, 1), (32, 1), (16, 2)])
+        for record in out["image_size_sweep"] + out["batch_size_sweep"]:
+            self.assertGreater(record["train_img_s"], 0)
+            self.assertGreater(record["rss_mb"], 0)
+        whole = out["whole_image"]
+        self.assertEqual((whole["height"], whole["width"], whole["tile"]), (20, 24, 16))
+        self.assertGreater(whole["num_tiles"], 1)
