@@ -237,18 +237,24 @@ class PrepareHostileInputsTest(tf.test.TestCase):
             retina.stare_splits(raw)
 
 
-class MissingSplitTest(tf.test.TestCase):
+class TinyModelTestCase(tf.test.TestCase):
+    """An untrained tiny model folder and 3 prepared synthetic examples, once per class."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.root = tempfile.mkdtemp()
         cls.model_dir = tiny_model_dir(cls.root)
+        cls.data_dir = os.path.join(cls.root, "data")
+        prepare.prepare("synthetic", None, cls.data_dir, image_size=32, limit=3)
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.root, ignore_errors=True)
         super().tearDownClass()
+
+
+class MissingSplitTest(TinyModelTestCase):
 
     def test_prepare_without_the_isic_validation_folder_fails_in_one_line(self):
         raw, out = _tmpdir(self), _tmpdir(self)
@@ -294,20 +300,7 @@ class MissingSplitTest(tf.test.TestCase):
         self.assertEqual(os.listdir(top), [])
 
 
-class UnwritableOutputTest(tf.test.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.root = tempfile.mkdtemp()
-        cls.model_dir = tiny_model_dir(cls.root)
-        cls.data_dir = os.path.join(cls.root, "data")
-        prepare.prepare("synthetic", None, cls.data_dir, image_size=32, limit=2)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.root, ignore_errors=True)
-        super().tearDownClass()
+class UnwritableOutputTest(TinyModelTestCase):
 
     def test_prepare_into_a_read_only_folder_fails_and_keeps_the_old_preparation(self):
         out = os.path.join(_tmpdir(self), "prepared")
@@ -354,21 +347,12 @@ class UnwritableOutputTest(tf.test.TestCase):
         self.assertEqual(snapshot(folder), before)
 
 
-class EvaluateHostileFilesTest(tf.test.TestCase):
+class EvaluateHostileFilesTest(TinyModelTestCase):
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.root = tempfile.mkdtemp()
-        cls.model_dir = tiny_model_dir(cls.root)
         cls.predictor = checkpoints.load(cls.model_dir)
-        cls.data_dir = os.path.join(cls.root, "data")
-        prepare.prepare("synthetic", None, cls.data_dir, image_size=32, limit=3)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.root, ignore_errors=True)
-        super().tearDownClass()
 
     def _copy_data(self):
         data = os.path.join(_tmpdir(self), "data")
