@@ -3,6 +3,7 @@
 
     python benchmarks/tables.py bench benchmarks/results/bench.json
     python benchmarks/tables.py results benchmarks/results/drive-*.json
+    python benchmarks/tables.py scaling benchmarks/results/scaling.json
 
 Tables are printed, never typed by hand, so the README quotes exactly what was measured.
 """
@@ -74,9 +75,39 @@ def results_table(paths) -> str:
     return "\n".join(rows + observer)
 
 
+def scaling_table(path: str) -> str:
+    with open(path) as f:
+        run = json.load(f)
+    rows = ["| sweep | image | batch | train img/s | infer img/s | train GFLOP/s | "
+            "% of peak | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for sweep in ("image_size_sweep", "batch_size_sweep"):
+        for r in run[sweep]:
+            side = r["image_size"]
+            rows.append(f"| {sweep.split('_')[0]} | {side}x{side} | {r['batch_size']} | "
+                        f"{r['train_img_s']:.2f} | {r['infer_img_s']:.2f} | "
+                        f"{r['gflop_s']:.1f} | {100 * r['peak_fraction']:.0f} | "
+                        f"{r['rss_mb']:.0f} |")
+    w = run.get("whole_image")
+    if w:
+        rows += ["", "| one DRIVE-sized image | seconds | GFLOP | peak RSS MB |",
+                 "|---|---:|---:|---:|",
+                 f"| whole ({w['height']}x{w['width']}, padded to "
+                 f"{w['whole_padded'][0]}x{w['whole_padded'][1]}) | {w['whole_s']:.2f} | "
+                 f"{w['whole_gflop']:.0f} | {w['whole_rss_mb']:.0f} |",
+                 f"| {w['num_tiles']:,} tiles of {w['tile']}x{w['tile']}, stride "
+                 f"{w['stride']} | {w['tiled_s']:.1f} | {w['tiled_gflop']:.0f} | "
+                 f"{w['tiled_rss_mb']:.0f} |"]
+    return "\n".join(rows)
+
+
+TABLES = {"bench": lambda paths: bench_table(paths[0]), "results": results_table,
+          "scaling": lambda paths: scaling_table(paths[0])}
+
+
 def main(argv):
-    kind, paths = argv[1], argv[2:]
-    print(bench_table(paths[0]) if kind == "bench" else results_table(paths))
+    if len(argv) < 3 or argv[1] not in TABLES:
+        sys.exit(f"usage: {argv[0]} {{{'|'.join(TABLES)}}} RESULTS.json...")
+    print(TABLES[argv[1]](argv[2:]))
 
 
 if __name__ == "__main__":

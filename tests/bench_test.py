@@ -77,7 +77,7 @@ class CliTest(tf.test.TestCase):
             [sys.executable, os.path.join(ROOT, "bin", "bench"), "--archs=unet",
              "--image_size=32", "--batch_size=2", "--filters=4", "--depth=2",
              "--steps=2", "--repeats=1",  # dtypes and xla: auto, as bin/train
-             f"--json={path}", "--peers=torch", f"--peers_dir={self.get_temp_dir()}"],
+             "--steps_per_call=1,2", f"--json={path}", "--peers=torch", f"--peers_dir={self.get_temp_dir()}"],
             capture_output=True, text=True, env=env, timeout=600)
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         with open(path) as f:
@@ -85,7 +85,8 @@ class CliTest(tf.test.TestCase):
         for key in ("machine", "config", "peaks", "results", "peers", "ratios"):
             self.assertIn(key, out)
         self.assertIn("cpu", out["machine"])
-        self.assertLen(out["results"], 1)
+        self.assertEqual([r["steps_per_call"] for r in out["results"]], [1, 2])
+        self.assertGreater(out["results"][1]["train_img_s"], 0)
         record = out["results"][0]
         self.assertEqual(record["dtype"], devices.resolve_dtype("auto"))
         self.assertEqual(record["xla"], "on" if devices.resolve_xla("auto") else "off")
@@ -106,9 +107,12 @@ class CliTest(tf.test.TestCase):
         self.assertIn("train img/s", proc.stdout)
         self.assertFalse([n for n in os.listdir(os.path.dirname(path)) if "tmp" in n])
 
-
-if __name__ == "__main__":
-    tf.test.main()
+    def test_steps_per_call_below_one_is_refused(self):
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "bin", "bench"), "--archs=unet",
+             "--steps_per_call=1,0"], capture_output=True, text=True, timeout=300)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("--steps_per_call must be >= 1", proc.stderr)
 
 
 class ScalingCliTest(tf.test.TestCase):
@@ -134,3 +138,11 @@ class ScalingCliTest(tf.test.TestCase):
         whole = out["whole_image"]
         self.assertEqual((whole["height"], whole["width"], whole["tile"]), (20, 24, 16))
         self.assertGreater(whole["num_tiles"], 1)
+        table = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "tables.py"),
+                                "scaling", path], capture_output=True, text=True, check=True)
+        self.assertEqual(table.stdout.count("| image | "), 2)  # one row per swept size
+        self.assertIn(f"{whole['num_tiles']:,} tiles of 16x16, stride 8", table.stdout)
+
+
+if __name__ == "__main__":
+    tf.test.main()
