@@ -213,10 +213,11 @@ class ArchBench:
         self.memory = {**peak_memory_mb(), "rss_base_mb": base}
 
     def run(self, steps: int, repeats: int = 1, warmup: int = 1) -> None:
-        """Adds `repeats` timed blocks of train and then infer calls."""
+        """Adds `repeats` timed blocks of about `steps` train steps, then `steps` infer calls."""
         if self.compile_s is None:
             self.compile()
-        self.train_s += time_fn(self.train_call, warmup, steps, repeats)["all"]
+        calls = max(1, steps // self.info["steps_per_call"])
+        self.train_s += time_fn(self.train_call, warmup, calls, repeats)["all"]
         self.infer_s += time_fn(self.infer_call, warmup, steps, repeats)["all"]
 
     def result(self, peak_gflop_s: Optional[float] = None) -> Dict:

@@ -35,7 +35,10 @@ class ConvBN(tf.Module):
 
     @tf.Module.with_name_scope
     def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
-        y = self.bn(self.conv(x), training=training)
+        if training:
+            y = self.bn(self.conv(x), training=True)
+        else:  # batch norm folded into the conv (benchmarks/NOTES.md)
+            y = self.conv.folded(x, *self.bn.affine())
         return tf.nn.relu(y) if self.relu else y
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from typing import Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -129,12 +129,9 @@ def resolve_data(predictor: checkpoints.Predictor, work_dir: str,
                          "(--dataset) or a prepared --data_dir")
     same = dataset == trained_on
     raw = data_dir or (exp.data.data_dir if same else None)
-    if raw and os.path.isfile(manifest_lib.path(raw)):
-        return raw, dataset
     image_size = (exp if same else config_lib.preset(dataset)).data.image_size
     out = os.path.join(work_dir, "data" if same else f"data-{dataset}")
-    prepare.prepare(dataset, raw, out, image_size=image_size)
-    return out, dataset
+    return prepare.ensure_prepared(dataset, raw, out, image_size), dataset
 
 
 def score(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,
@@ -144,7 +141,7 @@ def score(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,
     return {name: float(scores[name][0]) for name in metrics.METRIC_NAMES}
 
 
-class _Scorer:
+class Scorer:
     """Per-image scores and pooled counts of one predictor (model or observer)."""
 
     def __init__(self, threshold: float):
@@ -167,6 +164,26 @@ class _Scorer:
                 "per_image_mean": means}
 
 
+def validate(predict: Callable, dataset: tf.data.Dataset, examples: int = 3) -> Dict:
+    """Training's validation: `predict` (preprocessed [1, H, W, C] -> foreground
+    [1, H, W]) scored on a dataset of whole images as `evaluate` scores, at 0.5.
+
+    Returns "pooled", "per_image_mean", "num_images" and "examples": the first
+    `examples` (image, mask, probabilities) for TensorBoard.
+    """
+    scorer, shown = Scorer(0.5), []
+    for i, example in enumerate(dataset):
+        image, mask, fov = (example[k][0] for k in ("image", "mask", "fov"))
+        probs = predict(example["image"])[0].numpy()
+        scorer.add(str(i), probs, mask.numpy(), fov.numpy())
+        if len(shown) < examples:
+            shown.append((image, mask, probs))
+    result = scorer.result()
+    del result["pooled"]["counts"]
+    return {"pooled": result["pooled"], "per_image_mean": result["per_image_mean"],
+            "num_images": len(scorer.per_image), "examples": shown}
+
+
 def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
              options: Options = Options()) -> Dict:
     """Scores `predictor` on `split` of a prepared dataset.
@@ -183,7 +200,7 @@ def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
     start = time.perf_counter()
     if options.second_observer and not has_mask2(data_dir, split):
         raise ValueError(f"{data_dir}: split {split!r} has no second observer (mask2)")
-    model, observer = _Scorer(options.threshold), _Scorer(options.threshold)
+    model, observer = Scorer(options.threshold), Scorer(options.threshold)
     for i, ex in enumerate(raw_examples(data_dir, split, options.second_observer)):
         if options.max_images is not None and i >= options.max_images:
             break

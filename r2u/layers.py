@@ -48,6 +48,15 @@ class Conv2D(tf.Module):
             y = tf.nn.bias_add(y, tf.cast(self.b, x.dtype))
         return y
 
+    @tf.Module.with_name_scope
+    def folded(self, x: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
+        """`self(x) * scale + shift` (per output channel) as one conv and a bias add:
+        inference batch norm folded into the weights saves a pass over the output."""
+        w = self.w * scale
+        b = shift if self.b is None else self.b * scale + shift
+        y = tf.nn.conv2d(x, tf.cast(w, x.dtype), strides=1, padding="SAME")
+        return tf.nn.bias_add(y, tf.cast(b, x.dtype))
+
 
 class ConvTranspose2D(tf.Module):
     """3x3 stride-2 transposed convolution: exactly doubles H and W (the report's upsampler)."""
@@ -113,15 +122,20 @@ class BatchNorm(tf.Module):
             # A plain affine map, not fused_batch_norm: with oneDNN, grappler fuses
             # conv + inference batch norm + ReLU into a kernel 13x slower on one whole
             # 576x576 image (benchmarks/NOTES.md).
-            inv = tf.math.rsqrt(self.moving_var + self.epsilon) * self.scale
-            shift = self.offset - self.moving_mean * inv
-            return x * tf.cast(inv, x.dtype) + tf.cast(shift, x.dtype)
+            scale, shift = self.affine()
+            return x * tf.cast(scale, x.dtype) + tf.cast(shift, x.dtype)
         y, mean, var = tf.compat.v1.nn.fused_batch_norm(
             x, self.scale, self.offset, epsilon=self.epsilon, is_training=True)
         decay = 1.0 - self.momentum
         self.moving_mean.assign_sub((self.moving_mean - mean) * decay)
         self.moving_var.assign_sub((self.moving_var - var) * decay)  # var is unbiased
         return y
+
+
+    def affine(self) -> tuple:
+        """Inference batch norm as float32 (scale, shift): y = x * scale + shift."""
+        scale = tf.math.rsqrt(self.moving_var + self.epsilon) * self.scale
+        return scale, self.offset - self.moving_mean * scale
 
 
 class Dropout(tf.Module):

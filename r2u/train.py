@@ -19,6 +19,7 @@ from absl import logging
 from r2u import config as config_lib
 from r2u import devices
 from r2u import distribute
+from r2u import evaluation
 from r2u import export
 from r2u import losses
 from r2u import metrics
@@ -28,7 +29,6 @@ from r2u import summaries
 from r2u.data import imageio
 from r2u.data import manifest
 from r2u.data import pipeline
-from r2u.data import prepare
 from r2u.data import tfrecord
 
 
@@ -148,25 +148,6 @@ def foreground_fn(model: tf.Module) -> Callable:
     return tf.function(lambda x: export.foreground(model, x), input_signature=[spec])
 
 
-def evaluate(predict: Callable, dataset: tf.data.Dataset,
-             max_images: Optional[int] = None) -> Dict:
-    """Pooled and per-image-mean scores of `predict` (see `foreground_fn`) over a split."""
-    pooled = metrics.StreamingMetrics()
-    per_image, shown = [], []
-    for i, example in enumerate(dataset):
-        if max_images is not None and i >= max_images:
-            break
-        probs = predict(example["image"])
-        pooled.update(probs, example["mask"], example["fov"])
-        scores = metrics.per_image_scores(probs, example["mask"], example["fov"])
-        per_image.append({k: float(v[0]) for k, v in scores.items()})
-        if len(shown) < 3:
-            shown.append((example["image"][0], example["mask"][0], probs[0]))
-    result = {k: float(v) for k, v in pooled.result().items()}
-    return {"pooled": result, "per_image_mean": metrics.summarize(per_image),
-            "num_images": len(per_image), "examples": shown}
-
-
 def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
           resume: bool = False, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
     """Trains `exp` on prepared TFRecords in `data_dir`; returns the final summary.
@@ -281,16 +262,6 @@ def _restore(ckpt, state, model_dir, resume, strategy) -> None:
     distribute.check_same_step(strategy, int(state.step.numpy()), model_dir)
 
 
-def ensure_prepared(exp: config_lib.Experiment, model_dir: str) -> str:
-    """A prepared TFRecord folder for `exp`: as given, or prepared into model_dir/data."""
-    given = exp.data.data_dir
-    if given and os.path.exists(manifest.path(given)):
-        return given
-    out = os.path.join(model_dir, "data")
-    prepare.prepare(exp.data.dataset, given, out, image_size=exp.data.image_size)
-    return out
-
-
 def _training_dataset(data_dir: str, exp: config_lib.Experiment,
                       ctx: tf.distribute.InputContext, done: int) -> tf.data.Dataset:
     """This input pipeline's endless, seeded training stream, `done` steps in."""
@@ -302,14 +273,6 @@ def _training_dataset(data_dir: str, exp: config_lib.Experiment,
         patches_per_image=data.patches_per_image, channels=exp.model.in_channels,
         contrast=data.contrast, augment=data.augment, seed=cfg.seed, cache=data.cache,
         input_context=ctx).skip(distribute.batches_to_skip(ctx, done))
-
-
-def evaluation_dataset(data_dir: str, exp: config_lib.Experiment,
-                       split: str) -> tf.data.Dataset:
-    """Whole images of `split`, one at a time, preprocessed as in training."""
-    return pipeline.make_dataset(data_dir, split, batch_size=1, training=False,
-                                 channels=exp.model.in_channels, contrast=exp.data.contrast,
-                                 cache=False)
 
 
 def _steps_per_epoch(data_dir: str, exp: config_lib.Experiment) -> int:
@@ -324,7 +287,9 @@ def _end_epoch(exp, state, data_dir, writers, epoch, predict) -> Dict:
     step = int(state.step.numpy())
     train_scores = {k: float(v) for k, v in state.train_metrics.result().items()}
     writers.scalars("train", step, **train_scores)
-    val = evaluate(predict, evaluation_dataset(data_dir, exp, "validation"))
+    val = evaluation.validate(predict, pipeline.make_dataset(
+        data_dir, "validation", batch_size=1, training=False,
+        channels=exp.model.in_channels, contrast=exp.data.contrast, cache=False))
     writers.scalars("validation", step, **val["pooled"])
     writers.images("validation", step, val["examples"])
     record = {"epoch": epoch + 1, "step": step, "dice": val["pooled"]["dice"],

@@ -140,7 +140,7 @@ class ScalingCliTest(tf.test.TestCase):
         self.assertGreater(whole["num_tiles"], 1)
         table = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "tables.py"),
                                 "scaling", path], capture_output=True, text=True, check=True)
-        self.assertEqual(table.stdout.count("| image | "), 2)  # one row per swept size
+        self.assertEqual(table.stdout.count("\n| image | "), 2)  # a row per swept size
         self.assertIn(f"{whole['num_tiles']:,} tiles of 16x16, stride 8", table.stdout)
 
 

@@ -48,6 +48,18 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
                           conv.b.numpy())
         self.assertAllClose(conv(x), want, atol=1e-5)
 
+    @parameterized.parameters(True, False)
+    def test_folded_conv_is_the_scaled_and_shifted_conv(self, use_bias):
+        conv = layers.Conv2D(3, 4, rng=self.rng, use_bias=use_bias)
+        if use_bias:
+            conv.b.assign(self.rng.normal(size=4).astype(np.float32))
+        scale = self.rng.uniform(0.2, 3.0, size=4).astype(np.float32)
+        shift = self.rng.normal(size=4).astype(np.float32)
+        x = self.rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
+        b = conv.b.numpy() if use_bias else None
+        want = conv2d_ref(x.astype(np.float64), conv.w.numpy().astype(np.float64), b)
+        self.assertAllClose(conv.folded(x, scale, shift), want * scale + shift, atol=1e-5)
+
     def test_conv_transpose_doubles_and_matches_reference(self):
         up = layers.ConvTranspose2D(4, 2, use_bias=False, rng=self.rng)
         x = self.rng.normal(size=(1, 5, 3, 4)).astype(np.float32)

@@ -63,6 +63,46 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         self.assertLess(last, first)
         self.assertEqual(step.experimental_get_tracing_count(), 1)
 
+    # The loss curve of low precision training against float32 on one fixed batch, same
+    # initial weights: largest relative gap over 20 steps (the loss falls by ~25%). Seen
+    # here (seeds 0-2): bfloat16 (8-bit mantissa) <= 0.24%, float16 (11-bit) <= 0.04%.
+    @parameterized.parameters(("bfloat16", 0.01), ("float16", 0.002))
+    def test_low_precision_loss_curve_follows_float32(self, dtype, tolerance):
+        curves = {}
+        for compute_dtype in ("float32", dtype):
+            exp = tiny_experiment()
+            exp = dataclasses.replace(exp, model=dataclasses.replace(
+                exp.model, arch="r2unet", compute_dtype=compute_dtype, dropout=0.0))
+            state = train.make_state(exp)
+            step = train.make_train_step(state, losses.loss_fn("wce"), 1.0,
+                                         jit_compile=False)
+            batch = fixed_batch(size=16)
+            curves[compute_dtype] = np.array([float(step(batch)["loss"])
+                                              for _ in range(20)])
+        reference = curves["float32"]
+        self.assertLess(reference[-1], 0.85 * reference[0])  # the curve does go down
+        gap = np.abs(curves[dtype] - reference) / reference
+        self.assertLess(gap.max(), tolerance, (curves, gap))
+
+    def test_several_steps_per_call_equal_single_steps(self):
+        exp = dataclasses.replace(tiny_experiment(), model=dataclasses.replace(
+            tiny_experiment().model, arch="r2unet", dropout=0.0))
+        batches = [fixed_batch(size=16, seed=s) for s in range(3)]
+        single = train.make_state(exp)
+        step = train.make_train_step(single, losses.loss_fn("wce"), 1.0, jit_compile=False)
+        losses_single = [float(step(b)["loss"]) for b in batches]
+        fused = train.make_state(exp)
+        loop = train.make_train_loop(
+            train.make_train_step(fused, losses.loss_fn("wce"), 1.0, jit_compile=False), 3)
+        dataset = tf.data.Dataset.from_tensor_slices(
+            {k: tf.stack([b[k] for b in batches]) for k in batches[0]})
+        out = loop(iter(dataset))
+        self.assertAllClose(float(out["loss"]), np.mean(losses_single), rtol=1e-5)
+        self.assertTrue(bool(out["finite"]))
+        self.assertEqual(int(fused.step), 3)
+        for a, b in zip(single.model.trainable_variables, fused.model.trainable_variables):
+            self.assertAllClose(a, b, atol=1e-5)
+
     def test_float16_skips_non_finite_steps_and_lowers_the_scale(self):
         exp = tiny_experiment()
         exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model,

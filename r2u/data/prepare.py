@@ -253,6 +253,16 @@ def _plan(dataset, data_dir, image_size, num_shards, limit, seed) -> dict:
     return _reader_plan(dataset, data_dir, size, limit)
 
 
+def ensure_prepared(dataset: str, data_dir: str | None, out_dir: str,
+                    image_size: int | tuple[int, int] | None = None) -> str:
+    """`data_dir` if it is a prepared folder (has a manifest), else `dataset` prepared
+    from it (raw, or None for the default location) into `out_dir`; returns the folder."""
+    if data_dir and os.path.isfile(manifest_lib.path(data_dir)):
+        return data_dir
+    prepare(dataset, data_dir, out_dir, image_size=image_size)
+    return out_dir
+
+
 def prepare(dataset: str, data_dir: str | None, out_dir: str,
             image_size: int | tuple[int, int] | None = None,
             num_shards: int | None = None, limit: int | None = None,

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Where a train step's time goes: per-op-type share of the forward + backward pass.
+
+    .venv/bin/python benchmarks/op_profile.py --arch=r2unet --image_size=128 --batch_size=8
+
+Builds the model's loss and gradients in a graph, runs them `--steps` times in a session
+with full tracing, and sums each op type's kernel time (over both cores' threads, so the
+sum can exceed the wall time). Conv ops also get their counted GFLOP/s, which says how
+close each kind of convolution runs to the machine's peak (`bin/bench` measures that
+peak). The optimizer update is left out: it is a few elementwise passes over 2.4 M
+weights.
+"""
+
+import collections
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import r2u  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from r2u import bench
+from r2u import config
+from r2u import losses
+from r2u import models
+
+_ARCH = flags.DEFINE_enum("arch", "r2unet", config.ARCHS, "Architecture.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Square image side.")
+_CHANNELS = flags.DEFINE_integer("channels", 1, "Input channels.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per step.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Traced steps (after 2 untraced).")
+_TOP = flags.DEFINE_integer("top", 14, "Op types listed.")
+
+
+def build_step(graph: tf.Graph):
+    """The loss and gradients of one fixed random batch, and the graph's conv FLOPs."""
+    with graph.as_default():
+        model = models.build(_ARCH.value, in_channels=_CHANNELS.value)
+        batch = bench.random_batch(_BATCH_SIZE.value, _IMAGE_SIZE.value, _CHANNELS.value)
+        weights = bench._inverse_frequency(batch["mask"])
+        with tf.GradientTape() as tape:
+            logits = model(tf.constant(batch["image"]), training=True)
+            loss = losses.loss_fn("wce", weights)(logits, tf.constant(batch["mask"]),
+                                                  tf.constant(batch["fov"]))
+        grads = tape.gradient(loss, model.trainable_variables)
+        init = tf.compat.v1.global_variables_initializer()
+    return init, [loss, grads]
+
+
+def flops_by_node(graph: tf.Graph) -> dict:
+    """Counted FLOPs of every conv node, including both gradients of each forward conv.
+
+    A filter gradient costs what its forward conv costs; `bench.op_flops` counts forward
+    and transposed convs (an input gradient is a transposed conv).
+    """
+    out = {}
+    for op in graph.get_operations():
+        if op.type == "Conv2DBackpropFilter":
+            # Same multiply-adds as the forward conv: input x output-gradient spatial.
+            grad = op.inputs[2].shape  # dL/dy, [N, H, W, Cout]
+            kh, kw, cin, cout = op.outputs[0].shape
+            out[op.name] = 2 * grad[0] * grad[1] * grad[2] * kh * kw * cin * cout
+        elif op.type in bench.FLOP_OPS:
+            out[op.name] = bench.op_flops(op)
+    return out
+
+
+def main(argv):
+    del argv
+    graph = tf.Graph()
+    init, fetches = build_step(graph)
+    flops = flops_by_node(graph)
+    options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+    micros = collections.Counter()
+    counted_flops = collections.Counter()
+    calls = collections.Counter()
+    walls = []
+    with tf.compat.v1.Session(graph=graph) as sess:
+        sess.run(init)
+        for _ in range(2):
+            sess.run(fetches)
+        for _ in range(_STEPS.value):
+            meta = tf.compat.v1.RunMetadata()
+            start = time.perf_counter()
+            sess.run(fetches, options=options, run_metadata=meta)
+            walls.append(time.perf_counter() - start)
+            for dev in meta.step_stats.dev_stats:
+                for node in dev.node_stats:
+                    name, _, kind = node.timeline_label.partition(" = ")
+                    op_type = kind.split("(")[0].strip() or node.node_name
+                    micros[op_type] += node.all_end_rel_micros
+                    calls[op_type] += 1
+                    counted_flops[op_type] += flops.get(node.node_name, 0)
+    total = sum(micros.values())
+    wall = statistics.median(walls)
+    print(f"{_ARCH.value} {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value}x{_CHANNELS.value} "
+          f"batch {_BATCH_SIZE.value}: median traced step {wall:.2f} s "
+          f"(tracing adds overhead), kernel time summed over threads "
+          f"{total / 1e6 / _STEPS.value:.2f} s per step")
+    print(f"{'op type':32} {'share':>6} {'ms/step':>8} {'calls':>6} {'GFLOP/s':>8}")
+    for op_type, us in micros.most_common(_TOP.value):
+        gflop_s = (counted_flops[op_type] / (us / 1e6) / 1e9) if counted_flops[op_type] \
+            else None
+        rate = f"{gflop_s:8.1f}" if gflop_s else f"{'':8}"
+        print(f"{op_type:32} {100 * us / total:5.1f}% {us / 1e3 / _STEPS.value:8.1f} "
+              f"{calls[op_type] // _STEPS.value:6d} {rate}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
