@@ -42,7 +42,7 @@ def build_step(graph: tf.Graph):
     with graph.as_default():
         model = models.build(_ARCH.value, in_channels=_CHANNELS.value)
         batch = bench.random_batch(_BATCH_SIZE.value, _IMAGE_SIZE.value, _CHANNELS.value)
-        weights = bench._inverse_frequency(batch["mask"])
+        weights = bench.inverse_frequency(batch["mask"])
         with tf.GradientTape() as tape:
             logits = model(tf.constant(batch["image"]), training=True)
             loss = losses.loss_fn("wce", weights)(logits, tf.constant(batch["mask"]),

@@ -175,7 +175,7 @@ class ArchBench:
         self.state = train.make_state(exp)
         model = self.state.model
         batch = random_batch(batch_size, image_size, channels)
-        weights = _inverse_frequency(batch["mask"])
+        weights = inverse_frequency(batch["mask"])
         step = train.make_train_step(self.state, losses.loss_fn("wce", weights),
                                      exp.train.clip_norm, xla)
         dataset = tf.data.Dataset.from_tensors(batch).repeat()
@@ -253,7 +253,7 @@ def bench_arch(arch: str, dtype: str, xla: bool, image_size: int = 128,
     return bench.result(peak["peak"])
 
 
-def _inverse_frequency(mask: np.ndarray):
+def inverse_frequency(mask: np.ndarray):
     """Inverse class-frequency weights normalised to mean 1 (class_weights=auto)."""
     counts = np.maximum(np.bincount(mask.ravel(), minlength=2), 1).astype(np.float64)
     w = counts.sum() / counts

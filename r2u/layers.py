@@ -131,7 +131,6 @@ class BatchNorm(tf.Module):
         self.moving_var.assign_sub((self.moving_var - var) * decay)  # var is unbiased
         return y
 
-
     def affine(self) -> tuple:
         """Inference batch norm as float32 (scale, shift): y = x * scale + shift."""
         scale = tf.math.rsqrt(self.moving_var + self.epsilon) * self.scale

@@ -144,5 +144,24 @@ class ScalingCliTest(tf.test.TestCase):
         self.assertIn(f"{whole['num_tiles']:,} tiles of 16x16, stride 8", table.stdout)
 
 
+class OpProfileCliTest(tf.test.TestCase):
+
+    def test_lists_the_conv_kernels_with_their_rates(self):
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "benchmarks", "op_profile.py"),
+             "--arch=unet", "--image_size=16", "--batch_size=1", "--steps=1"],
+            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+            timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        rows = [l.split() for l in proc.stdout.splitlines() if "%" in l]
+        self.assertTrue(rows, proc.stdout)
+        shares = [float(r[1].rstrip("%")) for r in rows]
+        self.assertLessEqual(sum(shares), 100.5)
+        # Forward conv and filter gradient are listed with a counted GFLOP/s.
+        rated = {r[0] for r in rows if len(r) == 5 and float(r[4]) > 0}
+        self.assertTrue(any("Conv2DBackpropFilter" in n for n in rated), proc.stdout)
+        self.assertTrue(any(n.endswith("Conv2D") for n in rated), proc.stdout)
+
+
 if __name__ == "__main__":
     tf.test.main()
