@@ -53,21 +53,9 @@ def build_step(graph: tf.Graph):
 
 
 def flops_by_node(graph: tf.Graph) -> dict:
-    """Counted FLOPs of every conv node, including both gradients of each forward conv.
-
-    A filter gradient costs what its forward conv costs; `bench.op_flops` counts forward
-    and transposed convs (an input gradient is a transposed conv).
-    """
-    out = {}
-    for op in graph.get_operations():
-        if op.type == "Conv2DBackpropFilter":
-            # Same multiply-adds as the forward conv: input x output-gradient spatial.
-            grad = op.inputs[2].shape  # dL/dy, [N, H, W, Cout]
-            kh, kw, cin, cout = op.outputs[0].shape
-            out[op.name] = 2 * grad[0] * grad[1] * grad[2] * kh * kw * cin * cout
-        elif op.type in bench.FLOP_OPS:
-            out[op.name] = bench.op_flops(op)
-    return out
+    """Counted FLOPs of every conv and matmul node, both conv gradients included."""
+    return {op.name: bench.op_flops(op) for op in graph.get_operations()
+            if op.type in bench.FLOP_OPS}
 
 
 def main(argv):
@@ -91,7 +79,7 @@ def main(argv):
             walls.append(time.perf_counter() - start)
             for dev in meta.step_stats.dev_stats:
                 for node in dev.node_stats:
-                    name, _, kind = node.timeline_label.partition(" = ")
+                    kind = node.timeline_label.partition(" = ")[2]
                     op_type = kind.split("(")[0].strip() or node.node_name
                     micros[op_type] += node.all_end_rel_micros
                     calls[op_type] += 1

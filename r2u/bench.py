@@ -22,7 +22,8 @@ from r2u import losses
 from r2u import models
 from r2u import train
 
-FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "MatMul", "BatchMatMulV2", "BatchMatMulV3")
+FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul",
+            "BatchMatMulV2", "BatchMatMulV3")
 TRAIN_FLOP_FACTOR = 3  # forward + input gradient + weight gradient
 
 
@@ -56,11 +57,16 @@ def time_fn(fn: Callable[[], object], warmup: int, steps: int, repeats: int) -> 
 
 
 def op_flops(op: tf.Operation) -> int:
-    """FLOPs (2 per multiply-add) of a Conv2D, transposed conv or matmul op; else 0."""
+    """FLOPs (2 per multiply-add) of a conv, its two gradients (a transposed conv is an
+    input gradient) or a matmul op; else 0."""
     if op.type == "Conv2D":
         out = op.outputs[0].shape  # [N, Ho, Wo, Cout] (NHWC)
         kh, kw, cin, cout = op.inputs[1].shape
         return 2 * _spatial(op, out) * kh * kw * cin * cout
+    if op.type == "Conv2DBackpropFilter":
+        # The forward conv's multiply-adds: every output gradient meets every tap.
+        kh, kw, cin, cout = op.outputs[0].shape
+        return 2 * _spatial(op, op.inputs[2].shape) * kh * kw * cin * cout
     if op.type == "Conv2DBackpropInput":
         # A transposed conv is the input gradient of the forward conv that maps its
         # output back to its input: same multiply-adds, counted at the small side.

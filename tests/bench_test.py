@@ -48,6 +48,21 @@ class FlopsTest(tf.test.TestCase):
                     + block(8, 8, 4) + conv_flops(8, 8, 1, 4, 2))
         self.assertAllClose(bench.forward_gflop(model, 8, 1), expected / 1e9)
 
+    def test_both_gradients_of_a_conv_cost_what_the_conv_costs(self):
+        def step(x, w):
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                y = tf.nn.conv2d(x, w, 1, "SAME")
+            return tape.gradient(y, [x, w])
+        graph = tf.function(step).get_concrete_function(
+            tf.TensorSpec([2, 6, 5, 3], tf.float32), tf.TensorSpec([3, 3, 3, 4],
+                                                                  tf.float32)).graph
+        counted = {op.type: bench.op_flops(op) for op in graph.get_operations()
+                   if op.type in bench.FLOP_OPS}
+        one = 2 * conv_flops(6, 5, 3, 3, 4)  # batch 2
+        self.assertEqual(counted, {"Conv2D": one, "Conv2DBackpropInput": one,
+                                   "Conv2DBackpropFilter": one})
+
     def test_matmul_and_transposed_matmul(self):
         a = tf.TensorSpec([3, 5], tf.float32)
         b = tf.TensorSpec([5, 7], tf.float32)
