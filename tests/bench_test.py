@@ -178,5 +178,36 @@ class OpProfileCliTest(tf.test.TestCase):
         self.assertTrue(any(n.endswith("Conv2D") for n in rated), proc.stdout)
 
 
+class LeverScriptsTest(tf.test.TestCase):
+
+    def run_script(self, name, *args):
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "benchmarks", "levers", name),
+             "--filters=4", "--depth=2", "--rounds=2", *args],
+            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+            timeout=600)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        return proc.stdout
+
+    def test_fold_batch_norm_times_both_variants_and_they_agree(self):
+        out = self.run_script("fold_batch_norm.py", "--image_size=16", "--batch=2",
+                              "--whole=20,24")
+        gaps = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines()
+                if "max relative difference" in line]
+        self.assertLen(gaps, 2, out)
+        self.assertLess(max(gaps), 1e-5)
+
+    def test_filter_grad_matmul_checks_its_gradient_and_times_both(self):
+        out = self.run_script("filter_grad_matmul.py", "--image_size=16",
+                              "--batch_size=2", "--min_channels=4", "--steps=1")
+        first = out.splitlines()[0]
+        self.assertIn("filter_grad vs Conv2DBackpropFilter", first)
+        self.assertLess(float(first.rsplit(" ", 1)[1]), 1e-5)
+        self.assertRegex(out, r"matmul/native: \d")
+        per_layer = self.run_script("filter_grad_matmul.py", "--image_size=16",
+                                    "--batch_size=2", "--steps=1", "--per_layer")
+        self.assertEqual(per_layer.count("GFLOP/s"), 2 * 3, per_layer)  # 2 kinds x levels
+
+
 if __name__ == "__main__":
     tf.test.main()
