@@ -11,6 +11,9 @@ from typing import Optional, Tuple
 ARCHS = ("unet", "resunet", "runet", "r2unet", "attr2unet")
 DTYPES = ("float32", "bfloat16", "float16")
 RECURRENCES = ("shared", "paper")
+RECURRENT_BN = ("shared", "per_step")
+LR_SCHEDULES = ("constant", "cosine", "step")
+HEADLINES = ("pooled_f1", "per_image_jaccard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +27,7 @@ class ModelConfig:
     t: int = 2                 # recurrent steps: t=2 applies the shared conv 3 times
     recurrence: str = "shared"  # "shared" (report) or "paper" (separate W_f, W_r)
     dropout: float = 0.1       # after every block
+    recurrent_bn: str = "shared"  # "per_step": moving statistics per recurrent step
     compute_dtype: str = "float32"
     seed: int = 0              # dropout stream and initialisation
 
@@ -37,6 +41,8 @@ class DataConfig:
     patch_size: Optional[int] = None  # random training patches (retina: 48)
     patches_per_image: int = 8
     contrast: bool = False            # CLAHE-like contrast + gamma before standardising
+    validation_count: Optional[int] = None  # images held out of train; None: dataset's
+    headline: str = "per_image_jaccard"  # picks the checkpoint and the threshold
     augment: bool = True
     cache: bool = True
 
@@ -49,6 +55,8 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None  # None: one pass over the training split
     batch_size: int = 8
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"     # constant | cosine | step (x0.1 at 50% and 75%)
+    warmup_steps: int = 0             # linear warm-up from 0 before the schedule
     loss: str = "wce"                 # wce | dice | wce+dice
     class_weights: str = "auto"       # auto | none | "w0,w1"
     dtype: str = "auto"               # auto | float32 | bfloat16 | float16
@@ -61,10 +69,19 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    """How the trained model predicts: chosen on validation images after training."""
+    threshold: Optional[float] = None  # None until chosen; 0.5 is used meanwhile
+    tile: int = 0                      # 0: whole images; else overlapping tiles
+    stride: int = 0                    # tile offset; 0: tile // 2
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    inference: InferenceConfig = InferenceConfig()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -72,7 +89,8 @@ class Experiment:
     @classmethod
     def from_dict(cls, d: dict) -> "Experiment":
         return cls(model=ModelConfig(**d["model"]), data=DataConfig(**d["data"]),
-                              train=TrainConfig(**d["train"]))
+                   train=TrainConfig(**d["train"]),
+                   inference=InferenceConfig(**d.get("inference", {})))
 
 
 def synthetic() -> Experiment:
@@ -87,7 +105,8 @@ def synthetic_vessels() -> Experiment:
     """Built-in vessel trees: exercises patches and FOV masks like the retina preset."""
     return Experiment(
             model=ModelConfig(in_channels=1, filters=8, depth=3),
-            data=DataConfig(dataset="synthetic_vessels", patch_size=48),
+            data=DataConfig(dataset="synthetic_vessels", patch_size=48,
+                            headline="pooled_f1"),
             train=TrainConfig(epochs=4, batch_size=16, steps_per_epoch=25))
 
 
@@ -103,7 +122,8 @@ def retina(dataset: str = "retina") -> Experiment:
     """Source report: pooled retina data, gray, standardised, random 48x48 patches."""
     return Experiment(
             model=ModelConfig(in_channels=1),
-            data=DataConfig(dataset=dataset, patch_size=48, patches_per_image=64),
+            data=DataConfig(dataset=dataset, patch_size=48, patches_per_image=64,
+                            headline="pooled_f1"),
             train=TrainConfig(epochs=50, batch_size=32))
 
 

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-LOSSES = ("wce", "dice", "wce+dice")
+LOSSES = ("wce", "ce", "dice", "image_dice", "image_jaccard", "wce+dice", "ce+dice")
 
 
 def weighted_cross_entropy(logits: tf.Tensor, labels: tf.Tensor,
