@@ -129,9 +129,10 @@ def resolve_data(predictor: checkpoints.Predictor, work_dir: str,
                          "(--dataset) or a prepared --data_dir")
     same = dataset == trained_on
     raw = data_dir or (exp.data.data_dir if same else None)
-    image_size = (exp if same else config_lib.preset(dataset)).data.image_size
+    data = (exp if same else config_lib.preset(dataset)).data
     out = os.path.join(work_dir, "data" if same else f"data-{dataset}")
-    return prepare.ensure_prepared(dataset, raw, out, image_size), dataset
+    return prepare.ensure_prepared(dataset, raw, out, data.image_size,
+                                   data.validation_count), dataset
 
 
 def score(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,

@@ -26,14 +26,16 @@ def _data_root():
 
 
 def make_isic(root, splits=("Training", "Validation"), count=3):
-    """Images of varying size; masks at twice the image size, as our copy."""
-    for tag in splits:
+    """Images of varying size; masks at twice the image size, as our copy.
+
+    Ids differ between splits (ISIC_00000ki for split k), as in the real data."""
+    for k, tag in enumerate(splits):
         data = os.path.join(root, f"ISIC-2017_{tag}_Data")
         truth = os.path.join(root, f"ISIC-2017_{tag}_Part1_GroundTruth")
         os.makedirs(data)
         os.makedirs(truth)
         for i in range(count):
-            name = f"ISIC_{i:07d}"
+            name = f"ISIC_{100 * k + i:07d}"
             height, width = 12 + 2 * i, 16
             Image.fromarray(np.full((height, width, 3), 90 + i, np.uint8)).save(
                 os.path.join(data, f"{name}.jpg"))
@@ -74,8 +76,8 @@ class IsicTest(tf.test.TestCase):
         root = _tmpdir(self)
         make_isic(root)
         got = isic.examples(root, "validation", image_size=(4, 4),
-                            ids=["ISIC_0000002", "ISIC_0000000"], limit=1)
-        self.assertEqual([e["id"] for e in got], ["ISIC_0000002"])
+                            ids=["ISIC_0000102", "ISIC_0000100"], limit=1)
+        self.assertEqual([e["id"] for e in got], ["ISIC_0000102"])
         with self.assertRaisesRegex(imageio.DataError, "has no image 'ISIC_0000009'"):
             list(isic.examples(root, "train", ids=["ISIC_0000009"]))
         with self.assertRaisesRegex(

@@ -117,7 +117,8 @@ class RetinaPrepareTest(tf.test.TestCase):
         _make_chase(raw)
         result = prepare.prepare("chase", raw, out)
         self.assertEqual(result["mask2_splits"], ["test"])
-        self.assertIsNone(result["image_shape"])  # Sizes vary.
+        # Train and validation sizes (test sizes, which may vary, are not counted).
+        self.assertEqual(result["image_shape"], [12, 12, 3])  # test has a 12x13
         self.assertEqual(result["channels"], 3)
         self.assertLen(result["source_files"], 28 * 2 + 8)  # Test 2ndHO only.
         before = _snapshot(out)
@@ -149,7 +150,7 @@ class RetinaPrepareTest(tf.test.TestCase):
         out = _tmpdir(self)
         result = prepare.prepare("drive", raw, out, num_shards=2)
         self.assertEqual({s: v["num_examples"] for s, v in result["splits"].items()},
-                         {"train": 20, "validation": 2, "test": 20})
+                         {"train": 16, "validation": 4, "test": 20})
         self.assertEqual(result["image_shape"], [584, 565, 3])
         self.assertEqual(result["mask2_splits"], ["test"])
         self.assertLen(result["source_files"], 140)
@@ -197,3 +198,72 @@ class BinPrepareTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class DisjointSplitsTest(tf.test.TestCase):
+    """No image is in two splits, for every dataset; a shared id is refused."""
+
+    def _ids(self, out):
+        manifest = manifest_lib.load(out)
+        return {split: set(_parse_all(out, split)) for split in manifest["splits"]}
+
+    def _assert_disjoint(self, ids):
+        splits = sorted(ids)
+        self.assertIn("validation", splits)
+        for i, a in enumerate(splits):
+            self.assertNotEmpty(ids[a])
+            for b in splits[i + 1:]:
+                self.assertEmpty(ids[a] & ids[b], f"{a} and {b} share images")
+
+    def test_every_dataset_prepares_disjoint_splits(self):
+        from tests import isic_test, retina_test
+        makers = {"drive": retina_test.make_drive, "stare": retina_test.make_stare,
+                  "chase": retina_test.make_chase, "isic": isic_test.make_isic}
+        for dataset, make in makers.items():
+            with self.subTest(dataset):
+                raw, out = _tmpdir(self), _tmpdir(self)
+                make(raw)
+                self._assert_disjoint(self._ids(prepare.prepare(
+                    dataset, raw, out, image_size=8 if dataset == "isic" else None)
+                    and out))
+        raw, out = _tmpdir(self), _tmpdir(self)
+        retina_test.make_drive(os.path.join(raw, "DRIVE"))
+        retina_test.make_chase(os.path.join(raw, "CHASE_DB1"))
+        prepare.prepare("retina", raw, out)
+        self._assert_disjoint(self._ids(out))
+        for dataset in ("synthetic", "synthetic_vessels"):
+            out = _tmpdir(self)
+            prepare.prepare(dataset, None, out, limit=3)
+            self._assert_disjoint(self._ids(out))
+
+    def test_isic_validation_is_held_out_of_training_and_test_keeps_its_size(self):
+        from tests import isic_test
+        raw, out = _tmpdir(self), _tmpdir(self)
+        isic_test.make_isic(raw, count=10)
+        result = prepare.prepare("isic", raw, out, image_size=8)
+        ids = self._ids(out)
+        self.assertEqual(ids["validation"], {"ISIC_0000004"})  # 10% of 10, mid-list
+        self.assertLen(ids["train"], 9)
+        self.assertEqual(ids["test"], {f"ISIC_{100 + i:07d}" for i in range(10)})
+        self.assertEqual(result["image_shape"], [8, 8, 3])
+        test = _parse_all(out, "test")
+        self.assertEqual(test["ISIC_0000103"]["image"].shape, (18, 16, 3))  # original
+
+    def test_an_id_in_two_splits_is_refused_in_one_line(self):
+        from tests import isic_test
+        raw, out = _tmpdir(self), _tmpdir(self)
+        isic_test.make_isic(raw)
+        truth = os.path.join(raw, "ISIC-2017_Validation_Part1_GroundTruth")
+        os.rename(os.path.join(raw, "ISIC-2017_Validation_Data", "ISIC_0000100.jpg"),
+                  os.path.join(raw, "ISIC-2017_Validation_Data", "ISIC_0000000.jpg"))
+        os.rename(os.path.join(truth, "ISIC_0000100_segmentation.png"),
+                  os.path.join(truth, "ISIC_0000000_segmentation.png"))
+        proc = subprocess.run(
+            [sys.executable, os.path.join(REPO, "bin", "prepare"), "--dataset=isic",
+             f"--data_dir={raw}", f"--out_dir={out}", "--image_size=8"],
+            capture_output=True, text=True, check=False)
+        self.assertEqual(proc.returncode, 1)
+        self.assertRegex(proc.stderr.strip().splitlines()[-1],
+                         r"^prepare: error: .*: id 'ISIC_0000000' is in both the "
+                         r"train and the test split$")
+        self.assertEqual(os.listdir(out), [])

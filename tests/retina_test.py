@@ -142,10 +142,16 @@ class ReadersTest(tf.test.TestCase, parameterized.TestCase):
         root = _tmpdir(self)
         make_drive(root)
         splits = retina.drive_splits(root)
+        # 20% of 3 rounds to 1: the last training image is held out, not copied.
         self.assertEqual([e["id"] for e in splits["train"]],
-                         ["21_training", "22_training", "23_training"])
-        self.assertEqual([e["id"] for e in splits["validation"]],
+                         ["21_training", "22_training"])
+        self.assertEqual([e["id"] for e in splits["validation"]], ["23_training"])
+        two = retina.drive_splits(root, validation_count=2)
+        self.assertEqual([e["id"] for e in two["validation"]],
                          ["22_training", "23_training"])
+        with self.assertRaisesRegex(imageio.DataError,
+                                    "cannot hold out 3 of 3 training images"):
+            retina.drive_splits(root, validation_count=3)
         self.assertEqual([e["id"] for e in splits["test"]], ["01_test", "02_test"])
         test = list(retina.examples("drive", root, "test"))
         _, vessels, disc = _fundus(1)
@@ -160,7 +166,9 @@ class ReadersTest(tf.test.TestCase, parameterized.TestCase):
         make_stare(root)
         splits = retina.stare_splits(root)
         self.assertEqual([e["id"] for e in splits["train"]],
-                         [f"im{n:04d}" for n in STARE_IDS[:10]])
+                         [f"im{n:04d}" for n in STARE_IDS[:8]])
+        self.assertEqual([e["id"] for e in splits["validation"]],
+                         [f"im{n:04d}" for n in STARE_IDS[8:10]])
         self.assertEqual([e["id"] for e in splits["test"]],
                          [f"im{n:04d}" for n in STARE_IDS[10:]])
         examples = list(retina.examples("stare", root, "test", limit=3))
@@ -182,7 +190,9 @@ class ReadersTest(tf.test.TestCase, parameterized.TestCase):
         root = _tmpdir(self)
         make_chase(root)
         splits = retina.chase_splits(root)
-        self.assertEqual([e["id"] for e in splits["train"]], list(CHASE_IDS[:20]))
+        self.assertEqual([e["id"] for e in splits["train"]], list(CHASE_IDS[:16]))
+        # Children 09 and 10, both eyes: no child in both train and validation.
+        self.assertEqual([e["id"] for e in splits["validation"]], list(CHASE_IDS[16:20]))
         self.assertEqual([e["id"] for e in splits["test"]], list(CHASE_IDS[20:]))
         self.assertNotIn("mask2", splits["train"][0])
         examples = list(retina.examples("chase", root, "test", limit=2))
@@ -198,8 +208,10 @@ class ReadersTest(tf.test.TestCase, parameterized.TestCase):
         make_drive(os.path.join(root, "DRIVE"))
         make_chase(os.path.join(root, "CHASE_DB1"))
         splits = retina.retina_splits(root)
-        self.assertLen(splits["train"], 3 + 20)
-        self.assertLen(splits["validation"], 4)
+        self.assertLen(splits["train"], 2 + 16)
+        self.assertLen(splits["validation"], 1 + 4)
+        train_ids = {e["id"] for e in splits["train"]}
+        self.assertFalse(train_ids & {e["id"] for e in splits["validation"]})
         self.assertEqual(splits["test"][0]["id"], "drive-01_test")
         self.assertEqual(splits["test"][-1]["id"], "chase-Image_14R")
         self.assertIn("mask2", splits["test"][0])
@@ -215,7 +227,7 @@ class ReadersTest(tf.test.TestCase, parameterized.TestCase):
             self.skipTest(f"real DRIVE data not found at {root}")
         splits = retina.drive_splits(root)
         self.assertEqual({k: len(v) for k, v in splits.items()},
-                         {"train": 20, "validation": 2, "test": 20})
+                         {"train": 16, "validation": 4, "test": 20})
         example = retina.read_example(splits["test"][0])
         self.assertEqual(example["image"].shape, (584, 565, 3))
         for key in ("mask", "fov", "mask2"):

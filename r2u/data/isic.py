@@ -14,6 +14,12 @@ Images and masks come in many sizes, and may differ from each other (our
 copy has 256x256 training images with original-size masks), so both are
 resized to a common size: the image bilinear (antialiased), the mask
 nearest-neighbour. There is no field of view: `fov` is all ones.
+
+`protocol_splits` is what training uses: 10% of the official training pairs
+(evenly spaced by id) are held out as `validation` (model selection and the
+threshold), the official Validation folder (or Test_v2 when present) is
+`test`, kept at its original resolution because the challenge scores each
+image at that resolution.
 """
 
 import os
@@ -26,6 +32,7 @@ from absl import logging
 from r2u.data import imageio
 
 DEFAULT_SIZE = (256, 256)
+VALIDATION_FRACTION = 0.1
 SPLIT_FOLDERS = {"train": "Training", "validation": "Validation",
                  "test": "Test_v2"}
 _IMAGE = re.compile(r"(ISIC_\d{7})\.(?i:jpe?g|png)")
@@ -98,12 +105,48 @@ def list_splits(data_dir: str, required: Sequence[str] = ("train",)
             if os.path.isdir(_folders(data_dir, split)[0])}
 
 
+def protocol_splits(data_dir: str, validation_count: int | None = None
+                    ) -> dict[str, list[dict]]:
+    """train / validation (held out of the official training pairs) / test.
+
+    `validation_count` training pairs, evenly spaced in id order (default
+    10%), become validation; test is the official Test_v2 when present, else
+    the official Validation split (absent: no test split).
+    """
+    official = list_splits(data_dir)
+    train = official["train"]
+    count = validation_count or max(1, round(VALIDATION_FRACTION * len(train)))
+    if not 0 < count < len(train):
+        raise imageio.DataError(
+            f"{data_dir}: cannot hold out {count} of {len(train)} training pairs "
+            f"for validation (need 1 to {len(train) - 1})")
+    held = {round((k + 0.5) * len(train) / count - 0.5) for k in range(count)}
+    splits = {"train": [e for i, e in enumerate(train) if i not in held],
+              "validation": [e for i, e in enumerate(train) if i in held]}
+    test = official.get("test") or official.get("validation")
+    if test:
+        splits["test"] = test
+    return splits
+
+
 def read_example(entry: dict,
-                 image_size: tuple[int, int] = DEFAULT_SIZE) -> dict:
-    """Reads, checks and resizes one pair to `image_size` (height, width)."""
-    image = imageio.resize_image(
-        imageio.read_image(entry["image"], channels=3), image_size)
-    mask = imageio.resize_mask(imageio.read_mask(entry["mask"]), image_size)
+                 image_size: tuple[int, int] | None = DEFAULT_SIZE) -> dict:
+    """Reads, checks and resizes one pair to `image_size` (height, width).
+
+    With `image_size` None the image keeps its size and the mask is brought to
+    it (nearest) if it is a pure rescale of it; any other mask is refused.
+    """
+    image = imageio.read_image(entry["image"], channels=3)
+    mask = imageio.read_mask(entry["mask"])
+    if image_size is None:
+        image_size = image.shape[:2]
+        (h, w), (mh, mw) = image_size, mask.shape
+        if abs(mh * w - mw * h) > max(mh, mw, h, w):  # more than a pixel off
+            raise imageio.DataError(
+                f"{entry['mask']}: mask is {mw}x{mh}, not a rescale of image "
+                f"{entry['image']} ({w}x{h}, width x height)")
+    image = imageio.resize_image(image, image_size)
+    mask = imageio.resize_mask(mask, image_size)
     return {"id": entry["id"], "image": image, "mask": mask,
             "fov": np.ones(image_size, np.uint8)}
 

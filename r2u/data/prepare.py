@@ -70,25 +70,30 @@ def _size(image_size) -> tuple[int, int] | None:
     return size
 
 
-def _reader_plan(dataset, data_dir, size, limit) -> dict:
+def _reader_plan(dataset, data_dir, size, limit, validation_count) -> dict:
     if dataset == "isic":
         size = size or isic.DEFAULT_SIZE
-        # Training monitors validation: better to fail here than an epoch in.
-        listing = isic.list_splits(data_dir, required=("train", "validation"))
-        read = isic.read_example
-        text = (f"ISIC 2017 Part 1. Images resized to {size[0]}x{size[1]} "
-                "(bilinear, antialiased), masks nearest; masks thresholded at "
+        listing = isic.protocol_splits(data_dir, validation_count)
+        read = lambda e, size, split: isic.read_example(  # noqa: E731
+            e, None if split == "test" else size)
+        text = (f"ISIC 2017 Part 1. Validation = {len(listing['validation'])} "
+                "official training pairs held out (evenly spaced by id); test = "
+                "official Test_v2 if present, else official Validation, at its "
+                f"original resolution. Train and validation resized to {size[0]}x"
+                f"{size[1]} (bilinear, antialiased), masks nearest; masks thresholded at "
                 "128 (values within 32 of 0 or 255, e.g. JPEG-compressed; under "
                 "1% anti-aliased values tolerated); fov all ones.")
     else:
-        listing, read = retina.SPLITS[dataset](data_dir), retina.read_example
-        text = (f"{retina.DESCRIPTIONS[dataset]} Validation = copy of the last "
-                f"{retina.VALIDATION_COUNT} training examples of each dataset. "
+        listing = retina.SPLITS[dataset](data_dir, validation_count)
+        read = lambda e, size, split: retina.read_example(e, size)  # noqa: E731
+        text = (f"{retina.DESCRIPTIONS[dataset]} Validation = the last "
+                f"{len(listing['validation'])} training images, held out of train. "
                 + ("" if dataset == "drive" else "STARE/CHASE_DB1 FOV derived: "
                    f"red > {retina.FOV_THRESHOLD}, largest 8-connected "
                    "component, holes filled. ")
                 + (f"Resized to {size[0]}x{size[1]} (image bilinear, masks "
                    "nearest)." if size else "Native image sizes."))
+    check_disjoint(listing, data_dir)
     entries = {split: items[:limit] for split, items in listing.items()}
     paths = sorted({os.path.relpath(e[k], data_dir) for items in entries.values()
                     for e in items for k in ("image", "mask", "fov", "mask2")
@@ -96,9 +101,21 @@ def _reader_plan(dataset, data_dir, size, limit) -> dict:
     sources = [(p, os.path.getsize(os.path.join(data_dir, p))) for p in paths]
     return {
         "size": size, "preprocessing": text, "sources": sources,
-        "splits": {s: (len(items), lambda items=items: (
-            read(e, size) for e in items)) for s, items in entries.items()},
+        "splits": {s: (len(items), lambda items=items, s=s: (
+            read(e, size, s) for e in items)) for s, items in entries.items()},
         "code": [isic.__file__ if dataset == "isic" else retina.__file__]}
+
+
+def check_disjoint(listing: dict[str, list[dict]], where: str) -> None:
+    """Refuses an id listed in two splits: validation or test would leak into train."""
+    seen = {}
+    for split, entries in listing.items():
+        for entry in entries:
+            if entry["id"] in seen and seen[entry["id"]] != split:
+                raise imageio.DataError(
+                    f"{where}: id {entry['id']!r} is in both the {seen[entry['id']]} "
+                    f"and the {split} split")
+            seen[entry["id"]] = split
 
 
 def _synthetic_plan(dataset, size, limit, seed) -> dict:
@@ -119,7 +136,7 @@ def _synthetic_plan(dataset, size, limit, seed) -> dict:
                              f" seed={seed}); examples per split {counts}."}
 
 
-def _fingerprint(dataset, plan, num_shards, limit, seed) -> str:
+def _fingerprint(dataset, plan, num_shards, limit, seed, validation_count) -> str:
     code = hashlib.sha256()
     for path in sorted(plan["code"] + [imageio.__file__, tfrecord.__file__]):
         with open(path, "rb") as f:
@@ -127,7 +144,8 @@ def _fingerprint(dataset, plan, num_shards, limit, seed) -> str:
     blob = json.dumps({
         "format_version": manifest_lib.FORMAT_VERSION, "dataset": dataset,
         "size": plan["size"], "num_shards": num_shards, "limit": limit,
-        "seed": seed, "sources": plan["sources"], "code": code.hexdigest()},
+        "seed": seed, "validation_count": validation_count,
+        "sources": plan["sources"], "code": code.hexdigest()},
         sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -197,14 +215,15 @@ def _write_all(staging, dataset, plan, num_shards, progress) -> dict:
                                    lambda done, s=split: progress(s, done, count))
         splits[split] = tfrecord.write_split(staging, split, stream,
                                              _shards(num_shards, count))
-        stats.shapes |= split_stats.shapes
+        if split != "test":  # test may keep original sizes (ISIC)
+            stats.shapes |= split_stats.shapes
         if split == "train":
             stats.counts = split_stats.counts
         if split_stats.mask2:
             mask2_splits.append(split)
     if "train" not in splits:
         raise imageio.DataError(f"{dataset}: no training examples found")
-    channels = {shape[-1] for shape in stats.shapes}
+    channels = {shape[-1] for shape in stats.shapes}  # train and validation
     if len(channels) != 1:
         raise imageio.DataError(f"{dataset}: images mix channel counts {channels}")
     shape = list(stats.shapes)[0] if len(stats.shapes) == 1 else None
@@ -235,7 +254,8 @@ def _commit(staging: str, out_dir: str, manifest: dict) -> None:
             os.remove(os.path.join(out_dir, name))
 
 
-def _plan(dataset, data_dir, image_size, num_shards, limit, seed) -> dict:
+def _plan(dataset, data_dir, image_size, num_shards, limit, seed,
+          validation_count) -> dict:
     """Checks the options and lists what `dataset` will be prepared from."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of "
@@ -250,16 +270,18 @@ def _plan(dataset, data_dir, image_size, num_shards, limit, seed) -> dict:
     data_dir = data_dir or default_data_dir(dataset)
     if not os.path.isdir(data_dir):
         raise imageio.DataError(f"{data_dir}: {dataset} data folder not found")
-    return _reader_plan(dataset, data_dir, size, limit)
+    return _reader_plan(dataset, data_dir, size, limit, validation_count)
 
 
 def ensure_prepared(dataset: str, data_dir: str | None, out_dir: str,
-                    image_size: int | tuple[int, int] | None = None) -> str:
+                    image_size: int | tuple[int, int] | None = None,
+                    validation_count: int | None = None) -> str:
     """`data_dir` if it is a prepared folder (has a manifest), else `dataset` prepared
     from it (raw, or None for the default location) into `out_dir`; returns the folder."""
     if data_dir and os.path.isfile(manifest_lib.path(data_dir)):
         return data_dir
-    prepare(dataset, data_dir, out_dir, image_size=image_size)
+    prepare(dataset, data_dir, out_dir, image_size=image_size,
+            validation_count=validation_count)
     return out_dir
 
 
@@ -267,7 +289,8 @@ def prepare(dataset: str, data_dir: str | None, out_dir: str,
             image_size: int | tuple[int, int] | None = None,
             num_shards: int | None = None, limit: int | None = None,
             seed: int = 0, force: bool = False,
-            progress: Progress | None = None) -> dict:
+            progress: Progress | None = None,
+            validation_count: int | None = None) -> dict:
     """Prepares `dataset` into `out_dir` (shards + manifest.json).
 
     Args:
@@ -284,6 +307,8 @@ def prepare(dataset: str, data_dir: str | None, out_dir: str,
       force: rewrite even when the existing preparation is up to date.
       progress: called as progress(split, done, total) after each example;
         default logs every 10%.
+      validation_count: training images held out as the validation split
+        (default 20% for retina datasets, 10% for ISIC; see their readers).
 
     Returns:
       The manifest dict.
@@ -293,8 +318,10 @@ def prepare(dataset: str, data_dir: str | None, out_dir: str,
       ValueError: unknown dataset or bad option.
       OSError: `out_dir` cannot be created or written (naming it).
     """
-    plan = _plan(dataset, data_dir, image_size, num_shards, limit, seed)
-    fingerprint = _fingerprint(dataset, plan, num_shards, limit, seed)
+    plan = _plan(dataset, data_dir, image_size, num_shards, limit, seed,
+                 validation_count)
+    fingerprint = _fingerprint(dataset, plan, num_shards, limit, seed,
+                               validation_count)
     try:
         os.makedirs(out_dir, exist_ok=True)
         existing = None if force else _up_to_date(out_dir, fingerprint)
@@ -311,7 +338,7 @@ def prepare(dataset: str, data_dir: str | None, out_dir: str,
                               progress or _log_progress)
         manifest.update(fingerprint=fingerprint, options={
             "image_size": plan["size"], "num_shards": num_shards,
-            "limit": limit, "seed": seed})
+            "limit": limit, "seed": seed, "validation_count": validation_count})
         _commit(staging, out_dir, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -13,8 +13,10 @@ example dict. Splits:
 - CHASE_DB1: the 28 images sorted by name, the first 20 (children 01-10)
   train and the last 8 test; `1stHO` is the mask, `2ndHO` test `mask2`.
 
-None of them has a validation split; `validation` is a copy of the last
-`VALIDATION_COUNT` training examples so training can monitor something.
+None of them has a validation split, so the last training images (by id)
+are held out of training as `validation`: 20% of them by default (DRIVE
+37-40, STARE the last 2 of the 10, CHASE_DB1 children 09 and 10, both
+eyes), or `validation_count`. Validation never shares an image with train.
 The pooled `retina` dataset concatenates whichever of `DRIVE/`, `STARE/`
 and `CHASE_DB1/` exist under its directory, ids prefixed by dataset name.
 """
@@ -27,7 +29,7 @@ import numpy as np
 
 from r2u.data import imageio
 
-VALIDATION_COUNT = 2
+VALIDATION_FRACTION = 0.2
 FOV_THRESHOLD = 20
 STARE_TRAIN, STARE_TOTAL = 10, 20
 CHASE_TRAIN, CHASE_TOTAL = 20, 28
@@ -75,12 +77,28 @@ def _matching(folder: str, pattern: str) -> list[re.Match]:
     return found
 
 
-def _with_validation(train: list[dict], test: list[dict]) -> dict:
-    return {"train": train, "validation": train[-VALIDATION_COUNT:],
-            "test": test}
+def hold_out(train: list[dict], count: int | None, fraction: float,
+             where: str) -> tuple[list[dict], list[dict]]:
+    """(train, validation): the last `count` entries (default: `fraction` of
+    them, at least 1) move to validation, so the two share no image."""
+    if count is None:
+        count = max(1, round(fraction * len(train)))
+    if not 0 < count < len(train):
+        raise imageio.DataError(
+            f"{where}: cannot hold out {count} of {len(train)} training images "
+            f"for validation (need 1 to {len(train) - 1})")
+    return train[:-count], train[-count:]
 
 
-def drive_splits(data_dir: str) -> dict[str, list[dict]]:
+def _with_validation(train: list[dict], test: list[dict],
+                     validation_count: int | None, where: str) -> dict:
+    train, validation = hold_out(train, validation_count, VALIDATION_FRACTION,
+                                 where)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def drive_splits(data_dir: str, validation_count: int | None = None
+                 ) -> dict[str, list[dict]]:
     """Lists DRIVE (`training/`, `test/` with `images`, `1st_manual`, `mask`)."""
     splits = {}
     for split, folder in (("train", "training"), ("test", "test")):
@@ -102,11 +120,12 @@ def drive_splits(data_dir: str) -> dict[str, list[dict]]:
                     second, f"{m[1]}_manual2.gif"), image, "second observer mask")
             entries.append(entry)
         splits[split] = entries
-    return _with_validation(splits["train"], splits["test"])
+    return _with_validation(splits["train"], splits["test"], validation_count,
+                            data_dir)
 
 
 def _fixed_split(entries: list[dict], num_train: int, total: int,
-                 where: str) -> dict:
+                 where: str, validation_count: int | None) -> dict:
     if len(entries) != total:
         raise imageio.DataError(
             f"{where}: expected the {total} official labelled images, found "
@@ -114,10 +133,11 @@ def _fixed_split(entries: list[dict], num_train: int, total: int,
     test = entries[num_train:]
     for entry in entries[:num_train]:
         entry.pop("mask2", None)
-    return _with_validation(entries[:num_train], test)
+    return _with_validation(entries[:num_train], test, validation_count, where)
 
 
-def stare_splits(data_dir: str) -> dict[str, list[dict]]:
+def stare_splits(data_dir: str, validation_count: int | None = None
+                 ) -> dict[str, list[dict]]:
     """Lists STARE (`stare-images/imNNNN.ppm.gz`, `labels-ah/imNNNN.ah.ppm.gz`)."""
     images = _folder(data_dir, "stare-images")
     labels = _folder(data_dir, "labels-ah")
@@ -132,10 +152,12 @@ def stare_splits(data_dir: str) -> dict[str, list[dict]]:
             entry["mask2"] = _need(os.path.join(
                 second, f"{m[1]}.vk.ppm{m[2] or ''}"), image, "labels-vk mask")
         entries.append(entry)
-    return _fixed_split(entries, STARE_TRAIN, STARE_TOTAL, labels)
+    return _fixed_split(entries, STARE_TRAIN, STARE_TOTAL, labels,
+                        validation_count)
 
 
-def chase_splits(data_dir: str) -> dict[str, list[dict]]:
+def chase_splits(data_dir: str, validation_count: int | None = None
+                 ) -> dict[str, list[dict]]:
     """Lists CHASE_DB1 (flat: `Image_NNL.jpg`, `Image_NNL_{1st,2nd}HO.png`)."""
     if not os.path.isdir(data_dir):
         raise imageio.DataError(f"{data_dir}: CHASE_DB1 folder not found")
@@ -148,11 +170,15 @@ def chase_splits(data_dir: str) -> dict[str, list[dict]]:
                           "mask"),
             "mask2": _need(os.path.join(data_dir, f"{m[1]}_2ndHO.png"), image,
                            "second observer mask")})
-    return _fixed_split(entries, CHASE_TRAIN, CHASE_TOTAL, data_dir)
+    return _fixed_split(entries, CHASE_TRAIN, CHASE_TOTAL, data_dir,
+                        validation_count)
 
 
-def retina_splits(data_dir: str) -> dict[str, list[dict]]:
-    """Pools the datasets present under `data_dir`; ids get `<name>-` prefixes."""
+def retina_splits(data_dir: str, validation_count: int | None = None
+                  ) -> dict[str, list[dict]]:
+    """Pools the datasets present under `data_dir`; ids get `<name>-` prefixes.
+
+    `validation_count` applies to each dataset (default: 20% of each)."""
     pooled = {"train": [], "validation": [], "test": []}
     present = [(n, f) for n, f in POOLED
                if os.path.isdir(os.path.join(data_dir, f))]
@@ -161,7 +187,8 @@ def retina_splits(data_dir: str) -> dict[str, list[dict]]:
             f"{data_dir}: wrong directory layout, expected at least one of the "
             f"folders {', '.join(f for _, f in POOLED)}")
     for name, folder in present:
-        for split, entries in SPLITS[name](os.path.join(data_dir, folder)).items():
+        listing = SPLITS[name](os.path.join(data_dir, folder), validation_count)
+        for split, entries in listing.items():
             pooled[split] += [dict(e, id=f"{name}-{e['id']}") for e in entries]
     for entry in pooled["train"] + pooled["validation"]:
         entry.pop("mask2", None)  # Only some test sets have a second observer.
@@ -278,8 +305,9 @@ def read_example(entry: dict, image_size: tuple[int, int] | None = None) -> dict
 
 def examples(dataset: str, data_dir: str, split: str,
              image_size: tuple[int, int] | None = None,
-             limit: int | None = None) -> Iterator[dict]:
+             limit: int | None = None,
+             validation_count: int | None = None) -> Iterator[dict]:
     """Yields examples of `split` of `dataset` (drive/stare/chase/retina)."""
-    entries = SPLITS[dataset](data_dir)[split]
+    entries = SPLITS[dataset](data_dir, validation_count)[split]
     for entry in entries[:limit]:
         yield read_example(entry, image_size)
