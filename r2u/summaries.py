@@ -1,8 +1,9 @@
 """TensorBoard summaries and a console progress line with throughput and ETA."""
 
+import contextlib
 import os
 import time
-from typing import Sequence, Tuple
+from typing import Callable, Iterator, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -78,21 +79,73 @@ def _same_size(pictures):
 
 
 class Progress:
-    """Logs `step/total [====>    ] pct loss img/s ETA`."""
+    """Logs `step/total [====>    ] pct loss img/s ETA`, timing training only.
 
-    def __init__(self, total_steps: int, batch_size: int, width: int = 24):
+    The first `update` starts the clock and logs no rate (the time before it holds
+    tracing and compilation, and a resumed run starts mid-way); each later one logs the
+    mean rate since then, `rate` (images per second, 0.0 until measured), and the ETA of
+    the remaining steps at that rate. Time between `pause()` and `resume()` (or inside
+    `with progress.paused():`), e.g. validation and checkpoints, is not training time
+    and is left out of both. `clock` is injectable for tests.
+    """
+
+    def __init__(self, total_steps: int, batch_size: int, width: int = 24,
+                 clock: Callable[[], float] = time.perf_counter):
         self.total, self.batch_size, self.width = total_steps, batch_size, width
         self.rate = 0.0
-        self._last = None
+        self._clock = clock
+        self._start = None      # (time, step) of the first update
+        self._excluded = 0.0    # seconds paused since the first update
+        self._paused_at = None  # time of an unmatched pause()
+
+    def pause(self) -> None:
+        """Stops the training clock (no-op if already paused)."""
+        if self._paused_at is None:
+            self._paused_at = self._clock()
+
+    def resume(self) -> None:
+        """Restarts the training clock (no-op if not paused)."""
+        if self._paused_at is not None:
+            if self._start is not None:
+                self._excluded += self._clock() - max(self._paused_at, self._start[0])
+            self._paused_at = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """`pause()` on entry and `resume()` on exit."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
+    def training_seconds(self) -> float:
+        """Unpaused seconds since the first update (0.0 before it)."""
+        if self._start is None:
+            return 0.0
+        now = self._clock() if self._paused_at is None else max(self._paused_at,
+                                                                 self._start[0])
+        return now - self._start[0] - self._excluded
 
     def update(self, step: int, loss: float) -> None:
-        now = time.perf_counter()
-        if self._last is not None and step > self._last[1]:
-            self.rate = (step - self._last[1]) * self.batch_size / (now - self._last[0])
-        self._last = (now, step)
+        if self._start is None:
+            self._start = (self._clock(), step)
+        else:
+            seconds = self.training_seconds()
+            if step > self._start[1] and seconds > 0:
+                self.rate = (step - self._start[1]) * self.batch_size / seconds
         frac = min(step / max(self.total, 1), 1.0)
         bar = "=" * int(frac * self.width)
-        eta = (self.total - step) * self.batch_size / self.rate if self.rate else 0.0
-        logging.info("step %d/%d [%-*s] %3d%% loss %.4f %.1f img/s ETA %s", step,
-                     self.total, self.width, bar[:-1] + ">" if bar else "", 100 * frac,
-                     loss, self.rate, time.strftime("%H:%M:%S", time.gmtime(eta)))
+        line = "step %d/%d [%-*s] %3d%% loss %.4f" % (
+            step, self.total, self.width, bar[:-1] + ">" if bar else "", 100 * frac, loss)
+        if self.rate:
+            eta = max(self.total - step, 0) * self.batch_size / self.rate
+            line += " %.1f img/s ETA %s" % (self.rate, self._hms(eta))
+        logging.info("%s", line)
+
+    @staticmethod
+    def _hms(seconds: float) -> str:
+        """HH:MM:SS, rounded to the second; hours go past 24."""
+        minutes, secs = divmod(int(round(seconds)), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours:02d}:{minutes:02d}:{secs:02d}"
