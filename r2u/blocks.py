@@ -10,6 +10,10 @@ A recurrent unit feeds its output back into the same conv-BN-ReLU `t` times:
 the source report (and the widely used PyTorch reference) does. `recurrence="paper"` is the
 R2U-Net paper's form instead: separate forward and recurrent kernels, each shared across
 steps, `h = f(W_f x); repeat t: h = f(W_f x + W_r h)`.
+
+Either form applies one batch norm t+1 times. `recurrent_bn="shared"` keeps one set of
+moving statistics for all steps; `"per_step"` keeps t+1 sets under one scale and offset
+(Cooijmans et al., 2016), so inference normalises each step with its own statistics.
 """
 
 from typing import Optional
@@ -21,24 +25,28 @@ from r2u import layers
 
 
 class ConvBN(tf.Module):
-    """conv, then batch norm (float32 statistics), then an optional ReLU."""
+    """conv, then batch norm (float32 statistics), then an optional ReLU.
+
+    `steps` sets of moving statistics, picked by `step` (see `layers.BatchNorm`).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
-                 relu: bool = True, rng: np.random.Generator, name: Optional[str] = None):
+                 relu: bool = True, steps: int = 1, rng: np.random.Generator,
+                 name: Optional[str] = None):
         super().__init__(name=name)
         self.relu = relu
         with self.name_scope:
             # The batch-norm offset makes a conv bias redundant.
             self.conv = layers.Conv2D(in_channels, out_channels, kernel_size,
                                       use_bias=False, rng=rng, name="conv")
-            self.bn = layers.BatchNorm(out_channels, name="bn")
+            self.bn = layers.BatchNorm(out_channels, steps=steps, name="bn")
 
     @tf.Module.with_name_scope
-    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, *, training: bool, step: int = 0) -> tf.Tensor:
         if training:
-            y = self.bn(self.conv(x), training=True)
+            y = self.bn(self.conv(x), training=True, step=step)
         else:  # batch norm folded into the conv (benchmarks/NOTES.md)
-            y = self.conv.folded(x, *self.bn.affine())
+            y = self.conv.folded(x, *self.bn.affine(step))
         return tf.nn.relu(y) if self.relu else y
 
 
@@ -75,55 +83,75 @@ class ResidualBlock(tf.Module):
         return skip + self.body(x, training=training)
 
 
+RECURRENT_BN = ("shared", "per_step")
+
+
 class RecurrentUnit(tf.Module):
-    """A recurrent convolutional layer unrolled `t` steps with weights shared across steps."""
+    """A recurrent convolutional layer unrolled `t` steps with weights shared across steps.
+
+    `recurrent_bn="per_step"` gives its batch norm t+1 sets of moving statistics, one per
+    application; "shared" keeps the single set (and the variable names) of before.
+    """
 
     def __init__(self, channels: int, t: int = 2, recurrence: str = "shared", *,
-                 rng: np.random.Generator, name: Optional[str] = None):
+                 recurrent_bn: str = "shared", rng: np.random.Generator,
+                 name: Optional[str] = None):
         super().__init__(name=name)
         if not isinstance(t, (int, np.integer)) or t < 0:
             raise ValueError(f"t (recurrent steps) must be an integer >= 0, got {t!r}")
         if recurrence not in ("shared", "paper"):
             raise ValueError(f"recurrence must be 'shared' or 'paper', got {recurrence!r}")
+        if recurrent_bn not in RECURRENT_BN:
+            raise ValueError(f"recurrent_bn must be one of {RECURRENT_BN}, "
+                             f"got {recurrent_bn!r}")
         self.t = t
         self.recurrence = recurrence
+        self.per_step = recurrent_bn == "per_step"
+        steps = t + 1 if self.per_step else 1
         with self.name_scope:
             if recurrence == "shared":
-                self.f = ConvBN(channels, channels, rng=rng, name="f")
+                self.f = ConvBN(channels, channels, steps=steps, rng=rng, name="f")
             else:
                 self.forward = layers.Conv2D(channels, channels, use_bias=False, rng=rng,
                                              name="forward")
                 self.recurrent = layers.Conv2D(channels, channels, use_bias=False, rng=rng,
                                                name="recurrent")
-                self.bn = layers.BatchNorm(channels, name="bn")
+                self.bn = layers.BatchNorm(channels, steps=steps, name="bn")
 
     @tf.Module.with_name_scope
     def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
         if self.recurrence == "shared":
-            h = self.f(x, training=training)
-            for _ in range(self.t):
-                h = self.f(x + h, training=training)
+            h = self.f(x, training=training, step=0)
+            for k in range(1, self.t + 1):
+                h = self.f(x + h, training=training, step=self._step(k))
             return h
         fx = self.forward(x)  # W_f x is the same at every step: compute it once
-        h = tf.nn.relu(self.bn(fx, training=training))
-        for _ in range(self.t):
-            h = tf.nn.relu(self.bn(fx + self.recurrent(h), training=training))
+        h = tf.nn.relu(self.bn(fx, training=training, step=0))
+        for k in range(1, self.t + 1):
+            h = tf.nn.relu(self.bn(fx + self.recurrent(h), training=training,
+                                   step=self._step(k)))
         return h
+
+    def _step(self, k: int) -> int:
+        """Which set of moving statistics application `k` (0..t) uses."""
+        return k if self.per_step else 0
 
 
 class RecurrentBlock(tf.Module):
     """1x1 conv to the block width, then two recurrent units (RU-Net; R2U-Net adds x)."""
 
     def __init__(self, in_channels: int, out_channels: int, *, t: int = 2,
-                 recurrence: str = "shared", residual: bool = False,
-                 rng: np.random.Generator, name: Optional[str] = None, **unused):
+                 recurrence: str = "shared", recurrent_bn: str = "shared",
+                 residual: bool = False, rng: np.random.Generator,
+                 name: Optional[str] = None, **unused):
         super().__init__(name=name)
         self.residual = residual
+        unit = dict(recurrent_bn=recurrent_bn, rng=rng)
         with self.name_scope:
             self.project = layers.Conv2D(in_channels, out_channels, 1, rng=rng,
                                          name="project")
-            self.unit_0 = RecurrentUnit(out_channels, t, recurrence, rng=rng, name="unit_0")
-            self.unit_1 = RecurrentUnit(out_channels, t, recurrence, rng=rng, name="unit_1")
+            self.unit_0 = RecurrentUnit(out_channels, t, recurrence, name="unit_0", **unit)
+            self.unit_1 = RecurrentUnit(out_channels, t, recurrence, name="unit_1", **unit)
 
     @tf.Module.with_name_scope
     def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:

@@ -98,14 +98,22 @@ class BatchNorm(tf.Module):
     inputs); inference folds the statistics into one float32 scale and shift.
     `training=True` normalises with the batch moments and updates the moving statistics;
     `training=False` uses the moving statistics and changes nothing.
+
+    `steps > 1` is for a batch norm applied at every step of a recurrence: it keeps one set
+    of moving statistics per step (`moving_mean_0`, `moving_var_0`, ...), selected by
+    `step`, under one shared scale and offset (Cooijmans et al., 2016, "Recurrent Batch
+    Normalization"). A single set would average the steps' different distributions and
+    normalise every step at inference with statistics that belong to none of them.
+    `steps=1` is the plain layer, with variables `moving_mean` and `moving_var`.
     """
 
-    def __init__(self, channels: int, *, momentum: float = 0.99, epsilon: float = 1e-3,
-                 name: Optional[str] = None):
+    def __init__(self, channels: int, *, steps: int = 1, momentum: float = 0.99,
+                 epsilon: float = 1e-3, name: Optional[str] = None):
         super().__init__(name=name)
-        _check_positive(channels=channels)
+        _check_positive(channels=channels, steps=steps)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.steps = int(steps)
         self.momentum = momentum
         self.epsilon = epsilon
         with self.name_scope:
@@ -113,28 +121,44 @@ class BatchNorm(tf.Module):
             self.offset = weight(np.zeros(channels), "offset")
             local = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
                          aggregation=tf.VariableAggregation.MEAN)
-            self.moving_mean = tf.Variable(tf.zeros([channels]), name="moving_mean", **local)
-            self.moving_var = tf.Variable(tf.ones([channels]), name="moving_var", **local)
+            # Attribute, variable and checkpoint key share one name per statistic.
+            for suffix in self._suffixes():
+                for stat, init in (("moving_mean", tf.zeros), ("moving_var", tf.ones)):
+                    setattr(self, stat + suffix,
+                            tf.Variable(init([channels]), name=stat + suffix, **local))
 
     @tf.Module.with_name_scope
-    def __call__(self, x: tf.Tensor, *, training: bool) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, *, training: bool, step: int = 0) -> tf.Tensor:
+        moving_mean, moving_var = self.moving_stats(step)
         if not training:
             # A plain affine map, not fused_batch_norm: with oneDNN, grappler fuses
             # conv + inference batch norm + ReLU into a kernel 13x slower on one whole
             # 576x576 image (benchmarks/NOTES.md).
-            scale, shift = self.affine()
+            scale, shift = self.affine(step)
             return x * tf.cast(scale, x.dtype) + tf.cast(shift, x.dtype)
         y, mean, var = tf.compat.v1.nn.fused_batch_norm(
             x, self.scale, self.offset, epsilon=self.epsilon, is_training=True)
         decay = 1.0 - self.momentum
-        self.moving_mean.assign_sub((self.moving_mean - mean) * decay)
-        self.moving_var.assign_sub((self.moving_var - var) * decay)  # var is unbiased
+        moving_mean.assign_sub((moving_mean - mean) * decay)
+        moving_var.assign_sub((moving_var - var) * decay)  # var is unbiased
         return y
 
-    def affine(self) -> tuple:
-        """Inference batch norm as float32 (scale, shift): y = x * scale + shift."""
-        scale = tf.math.rsqrt(self.moving_var + self.epsilon) * self.scale
-        return scale, self.offset - self.moving_mean * scale
+    def affine(self, step: int = 0) -> tuple:
+        """Inference batch norm of `step` as float32 (scale, shift): y = x * scale + shift."""
+        moving_mean, moving_var = self.moving_stats(step)
+        scale = tf.math.rsqrt(moving_var + self.epsilon) * self.scale
+        return scale, self.offset - moving_mean * scale
+
+    def moving_stats(self, step: int = 0) -> tuple:
+        """The (moving_mean, moving_var) variables of recurrent step `step`."""
+        if (not isinstance(step, (int, np.integer)) or isinstance(step, bool)
+                or not 0 <= step < self.steps):
+            raise ValueError(f"step must be an integer in [0, {self.steps}), got {step!r}")
+        suffix = self._suffixes()[step]
+        return getattr(self, "moving_mean" + suffix), getattr(self, "moving_var" + suffix)
+
+    def _suffixes(self) -> list:
+        return [""] if self.steps == 1 else [f"_{k}" for k in range(self.steps)]
 
 
 class Dropout(tf.Module):

@@ -58,7 +58,8 @@ class UNet(tf.Module):
         self.compute_dtype = tf.as_dtype(cfg.compute_dtype)
         rng = np.random.default_rng(cfg.seed)
         block = BLOCKS[cfg.arch]
-        opts = dict(t=cfg.t, recurrence=cfg.recurrence, rng=rng)
+        opts = dict(t=cfg.t, recurrence=cfg.recurrence, recurrent_bn=cfg.recurrent_bn,
+                    rng=rng)
         widths = [cfg.filters * 2**i for i in range(cfg.depth + 1)]
         with self.name_scope:
             self.generator = tf.random.Generator.from_seed(cfg.seed)
@@ -133,6 +134,9 @@ def validate(cfg: config_lib.ModelConfig) -> None:
     if cfg.recurrence not in config_lib.RECURRENCES:
         raise ValueError(f"recurrence must be one of {config_lib.RECURRENCES}, "
                          f"got {cfg.recurrence!r}")
+    if cfg.recurrent_bn not in config_lib.RECURRENT_BN:
+        raise ValueError(f"recurrent_bn must be one of {config_lib.RECURRENT_BN}, "
+                         f"got {cfg.recurrent_bn!r}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout!r}")
     if cfg.compute_dtype not in config_lib.DTYPES:

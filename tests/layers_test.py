@@ -93,6 +93,38 @@ class LayersTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(bn.moving_mean, [1.0, -1.0])
         self.assertAllClose(bn.moving_var, [4.0, 0.25])
 
+    def test_batch_norm_steps_keep_separate_moving_statistics(self):
+        bn = layers.BatchNorm(3, steps=3, momentum=0.0, epsilon=1e-3, name="bn")
+        self.assertEqual(sorted(v.name for v in bn.variables),
+                         ["bn/moving_mean_0:0", "bn/moving_mean_1:0", "bn/moving_mean_2:0",
+                          "bn/moving_var_0:0", "bn/moving_var_1:0", "bn/moving_var_2:0",
+                          "bn/offset:0", "bn/scale:0"])
+        self.assertLen(bn.trainable_variables, 2)  # scale and offset shared by the steps
+        x = self.rng.normal(2.0, 3.0, size=(4, 5, 5, 3)).astype(np.float32)
+        y = bn(x, training=True, step=1)
+        flat = x.reshape(-1, 3).astype(np.float64)
+        mean, var = bn.moving_stats(1)
+        self.assertAllClose(mean, flat.mean(0), atol=1e-5)
+        self.assertAllClose(var, flat.var(0, ddof=1), atol=1e-4)
+        for step in (0, 2):  # untouched
+            self.assertAllEqual(bn.moving_stats(step)[0], np.zeros(3))
+            self.assertAllEqual(bn.moving_stats(step)[1], np.ones(3))
+        # Inference of step 1 with the biased variance reproduces the training output.
+        var.assign(var * (flat.shape[0] - 1) / flat.shape[0])
+        self.assertAllClose(bn(x, training=False, step=1), y, atol=1e-5)
+        self.assertAllClose(bn(x, training=False, step=0),
+                            x / np.sqrt(1.0 + 1e-3), atol=1e-5)
+
+    @parameterized.parameters(-1, 3, 1.0)
+    def test_batch_norm_bad_step_raises(self, step):
+        bn = layers.BatchNorm(2, steps=3)
+        with self.assertRaisesRegex(ValueError, "step must be"):
+            bn(tf.ones([1, 2, 2, 2]), training=False, step=step)
+
+    def test_batch_norm_bad_steps_raise(self):
+        with self.assertRaisesRegex(ValueError, "steps"):
+            layers.BatchNorm(2, steps=0)
+
     def test_batch_norm_inference_graph_has_no_fused_batch_norm(self):
         # grappler would fuse it with the conv and ReLU into a oneDNN kernel that is 13x
         # slower on whole images (benchmarks/NOTES.md).

@@ -8,11 +8,13 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from r2u import config
+from r2u import layers
 from r2u import losses
 from r2u import models
 from r2u import optim
 
 ARCHS = config.ARCHS
+RECURRENT_ARCHS = ("runet", "r2unet", "attr2unet")
 TINY = dict(in_channels=2, num_classes=3, filters=4, depth=2, t=2, dropout=0.0)
 
 # Trainable parameters at the report's defaults (filters 16, depth 4, t=2, 2 classes),
@@ -33,6 +35,27 @@ def tiny(arch, **kw):
 def batch(seed=0, size=16, channels=2, n=2):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, size, size, channels)).astype(np.float32)
+
+
+def batch_norms(model):
+    return [m for m in model.submodules if isinstance(m, layers.BatchNorm)]
+
+
+def unbias_moving_variances(model, x):
+    """Turn the unbiased batch variance n/(n-1) * var, which the fused kernel leaves in
+    every moving_var, back into var, exactly: n = the pixels a batch norm saw, B*H*W at
+    its level (enc_i, up_i, gate_i, dec_i at level i; bottleneck at level depth)."""
+    for v in model.variables:
+        if "moving_var" in v.name:
+            part = v.name.split("/")[1]
+            level = model.cfg.depth if part == "bottleneck" else int(part.split("_")[-1])
+            n = x.shape[0] * (x.shape[1] // 2**level) * (x.shape[2] // 2**level)
+            v.assign(v * ((n - 1) / n))
+
+
+# (arch, recurrent_bn, recurrence): recurrence only matters for the recurrent archs.
+BN_CASES = ([(a, bn, "shared") for a in ARCHS for bn in config.RECURRENT_BN]
+            + [(a, bn, "paper") for a in RECURRENT_ARCHS for bn in config.RECURRENT_BN])
 
 
 class ModelsTest(tf.test.TestCase, parameterized.TestCase):
@@ -70,6 +93,78 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
                      "attr2unet/gate_0/psi/conv/w:0", "attr2unet/dec_0/unit_0/f/conv/w:0",
                      "attr2unet/head/w:0", "attr2unet/head/b:0"):
             self.assertIn(name, names)
+
+    @parameterized.parameters("shared", "paper")
+    def test_golden_per_step_statistics_names(self, recurrence):
+        model = tiny("r2unet", depth=1, recurrence=recurrence, recurrent_bn="per_step")
+        names = {v.name for v in model.variables}
+        f = "f/" if recurrence == "shared" else ""
+        for name in (f"r2unet/enc_0/unit_0/{f}bn/moving_mean_0:0",
+                     f"r2unet/enc_0/unit_0/{f}bn/moving_var_0:0",
+                     f"r2unet/enc_0/unit_1/{f}bn/moving_mean_1:0",
+                     f"r2unet/bottleneck/unit_0/{f}bn/moving_var_1:0",
+                     f"r2unet/dec_0/unit_1/{f}bn/moving_mean_2:0",
+                     f"r2unet/dec_0/unit_1/{f}bn/moving_var_2:0",
+                     "r2unet/up_0/bn/moving_mean:0", "r2unet/up_0/bn/moving_var:0",
+                     f"r2unet/enc_0/unit_0/{f}bn/scale:0"):
+            self.assertIn(name, names)
+        self.assertNotIn(f"r2unet/enc_0/unit_0/{f}bn/moving_mean:0", names)
+        self.assertFalse([n for n in names if "_3:0" in n])  # t=2: steps 0, 1, 2
+        shared = tiny("r2unet", depth=1, recurrence=recurrence)
+        self.assertEqual({v.name for v in model.trainable_variables},
+                         {v.name for v in shared.trainable_variables})
+        # 6 recurrent batch norms (3 blocks x 2 units), each with 2 extra sets.
+        self.assertEqual(len(model.variables), len(shared.variables) + 6 * 2 * 2)
+
+    @parameterized.parameters(*RECURRENT_ARCHS)
+    def test_per_step_statistics_add_no_parameters(self, arch):
+        counts = tuple(models.parameter_count(
+            models.build(arch, in_channels=c, recurrent_bn="per_step")) for c in (1, 3))
+        self.assertEqual(counts, DEFAULT_PARAMS[arch])
+
+    @parameterized.parameters(*BN_CASES)
+    def test_inference_with_batch_statistics_equals_training(self, arch, recurrent_bn,
+                                                            recurrence):
+        # Momentum 0: one training call sets every moving statistic to that batch's, so
+        # inference on the same batch must reproduce the training output, provided each
+        # recurrent step has its own statistics.
+        model = tiny(arch, recurrent_bn=recurrent_bn, recurrence=recurrence)
+        for bn in batch_norms(model):
+            bn.momentum = 0.0
+        x = batch()
+        trained = model(x, training=True)
+        unbias_moving_variances(model, x)
+        inferred = model(x, training=False)
+        error = float(tf.reduce_max(tf.abs(inferred - trained)))
+        scale = float(tf.reduce_max(tf.abs(trained)))
+        if arch in RECURRENT_ARCHS and recurrent_bn == "shared":
+            # The one set holds the last step's statistics and misnormalises the others.
+            self.assertGreater(error, 0.1 * scale)
+        else:
+            self.assertLess(error, 1e-4 * scale)
+
+    @parameterized.product(arch=("runet", "r2unet"), recurrence=config.RECURRENCES)
+    def test_per_step_statistics_differ_between_steps(self, arch, recurrence):
+        model = tiny(arch, recurrent_bn="per_step", recurrence=recurrence)
+        stepped = [bn for bn in batch_norms(model) if bn.steps > 1]
+        for bn in stepped:  # moving statistics = the training batch's, per step
+            bn.momentum = 0.0
+        self.assertLen(stepped, 5 * 2)  # 2 units in each of 5 blocks (depth 2)
+        before = [v.numpy().copy() for v in model.variables if "moving" in v.name]
+        x = batch()
+        model(x, training=False)
+        after = [v.numpy() for v in model.variables if "moving" in v.name]
+        self.assertTrue(all((a == b).all() for a, b in zip(before, after)))
+        model(x, training=True)
+        for bn in stepped:
+            stats = [[v.numpy() for v in bn.moving_stats(k)] for k in range(bn.steps)]
+            for j in range(bn.steps):
+                for k in range(j):
+                    # Relative change of the mean or of the variance between two steps
+                    # (steps 1 and 2 come closest, ~3% at worst here; float noise ~1e-7).
+                    change = max(np.abs(a - b).max() / np.abs([a, b]).max()
+                                 for a, b in zip(stats[j], stats[k]))
+                    self.assertGreater(change, 0.01, (bn.name, j, k))
 
     @parameterized.parameters(*ARCHS)
     def test_every_variable_gets_a_finite_gradient(self, arch):
@@ -160,7 +255,8 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.parameters(
         dict(depth=0), dict(filters=-4), dict(t=-1), dict(dropout=1.0),
-        dict(arch="vnet"), dict(compute_dtype="int8"), dict(in_channels=0))
+        dict(arch="vnet"), dict(compute_dtype="int8"), dict(in_channels=0),
+        dict(recurrent_bn="per_layer"))
     def test_bad_config_raises(self, **bad):
         arch = bad.pop("arch", "r2unet")
         with self.assertRaisesRegex(ValueError, list(bad)[0] if bad else "arch"):
