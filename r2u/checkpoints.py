@@ -38,12 +38,13 @@ class Predictor:
 
     Attributes:
       predict: raw float32 [B, H, W, C] -> float32 probabilities [B, H, W, K]; images
-        are preprocessed (channels, optional contrast, standardisation), padded to a
-        multiple of 2**depth and cropped back. For a SavedModel it is its `serve`.
+        go through `spec` (input scale, channels, optional contrast, standardisation),
+        are padded to a multiple of 2**depth and cropped back. For a SavedModel it is
+        its `serve`.
       network: preprocessed float32 [B, h, w, C] -> probabilities [B, h, w, K] (any
         size); tiled inference runs it on tiles of the whole preprocessed image.
       model_cfg: the network's configuration.
-      contrast: whether the contrast enhancement is part of the preprocessing.
+      spec: the input contract and the operating point (`export.InputSpec`).
       source: "checkpoint" or "saved_model".
       path: the checkpoint prefix or the SavedModel folder that was loaded.
       experiment: the training configuration (`config.json`), if the folder has one.
@@ -54,18 +55,25 @@ class Predictor:
     predict: Callable
     network: Callable
     model_cfg: config_lib.ModelConfig
-    contrast: bool
+    spec: export.InputSpec
     source: str
     path: str
     experiment: Optional[config_lib.Experiment] = None
     step: Optional[int] = None
     owner: object = dataclasses.field(default=None, repr=False, compare=False)
 
+    @property
+    def threshold(self) -> float:
+        """The operating point chosen on validation images (0.5 if none was)."""
+        return self.spec.threshold
+
     def preprocess(self, images) -> tf.Tensor:
-        """Raw [B, H, W, C] images -> the network's standardised input."""
+        """Raw [B, H, W, C] images -> the network's standardised input (training size)."""
         channels = self.model_cfg.in_channels
-        return preprocess.preprocess(to_model_channels(images, channels), channels,
-                                     self.contrast)
+        x = to_model_channels(images, channels)
+        if self.spec.input_size:
+            x = tf.image.resize(x, self.spec.input_size, antialias=True)
+        return preprocess.preprocess(x, channels, self.spec.contrast)
 
     def predict_image(self, image, tile: int = 0, stride: int = 0) -> np.ndarray:
         """Probabilities [H, W, K] of one raw image [H, W, C] (any C in {1, 3}).
@@ -92,14 +100,19 @@ class Predictor:
             stride = stride or max(1, tile // 2)
             pre = self.preprocess(x)[0].numpy()
             probs = inference.tiled_probabilities(self.network, pre, tile, stride)
+            if self.spec.input_size:
+                probs = tf.image.resize(probs, (height, width)).numpy()
         else:
             probs = self.predict(x)[0].numpy()
+        if np.isnan(probs).any():
+            raise ValueError("the model produced NaN probabilities")
         return probs[:height, :width]
 
     def info(self) -> dict:
         """A JSON-friendly description of what was loaded."""
         return {"source": self.source, "path": self.path, "step": self.step,
-                "model": dataclasses.asdict(self.model_cfg), "contrast": self.contrast,
+                "model": dataclasses.asdict(self.model_cfg),
+                "input": dataclasses.asdict(self.spec),
                 "experiment": (dataclasses.asdict(self.experiment)
                                if self.experiment else None)}
 
@@ -184,12 +197,12 @@ def _from_checkpoint(prefix: str, experiment: config_lib.Experiment) -> Predicto
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     _restore(tf.train.Checkpoint(model=model, step=step), prefix, "config.json")
     logging.info("restored %s (step %d)", prefix, int(step))
-    contrast = experiment.data.contrast
+    spec = export.InputSpec.of(experiment)
     # The very function that export.save serialises: both sources behave alike.
-    serve = export.Exported(model, contrast).serve
-    return Predictor(predict=serve, network=_network(model), model_cfg=experiment.model,
-                     contrast=contrast, source="checkpoint", path=prefix,
-                     experiment=experiment, step=int(step))
+    serve = export.Exported(model, spec).serve
+    return Predictor(predict=_probabilities(serve), network=_network(model),
+                     model_cfg=experiment.model, spec=spec, source="checkpoint",
+                     path=prefix, experiment=experiment, step=int(step))
 
 
 def _from_saved_model(folder: str, experiment) -> Predictor:
@@ -207,9 +220,21 @@ def _from_saved_model(folder: str, experiment) -> Predictor:
     _restore(tf.train.Checkpoint(model=model),
              os.path.join(folder, "variables", "variables"), info_path)
     logging.info("loaded SavedModel %s", folder)
-    return Predictor(predict=loaded.serve, network=_network(model), model_cfg=model_cfg,
-                     contrast=bool(info.get("contrast", False)), source="saved_model",
-                     path=folder, experiment=experiment, owner=loaded)
+    size = info.get("input_size")
+    spec = export.InputSpec(contrast=bool(info.get("contrast", False)),
+                            input_size=tuple(size) if size else None,
+                            threshold=float(info.get("threshold", 0.5)))
+    return Predictor(predict=_probabilities(loaded.serve), network=_network(model),
+                     model_cfg=model_cfg, spec=spec, source="saved_model", path=folder,
+                     experiment=experiment, owner=loaded)
+
+
+def _probabilities(serve: Callable) -> Callable:
+    """The probabilities of `serve`'s outputs (a plain tensor in exports before 0.2)."""
+    def predict(images):
+        out = serve(images)
+        return out["probabilities"] if isinstance(out, dict) else out
+    return predict
 
 
 def _restore(checkpoint: tf.train.Checkpoint, prefix: str, described_by: str) -> None:

@@ -24,6 +24,7 @@ from absl import logging
 from r2u import checkpoints
 from r2u import config as config_lib
 from r2u import metrics
+from r2u import operating_point
 from r2u import predict
 from r2u.data import imageio
 from r2u.data import manifest as manifest_lib
@@ -165,24 +166,28 @@ class Scorer:
                 "per_image_mean": means}
 
 
-def validate(predict: Callable, dataset: tf.data.Dataset, examples: int = 3) -> Dict:
+def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
+             examples: int = 3) -> Dict:
     """Training's validation: `predict` (preprocessed [1, H, W, C] -> foreground
-    [1, H, W]) scored on a dataset of whole images as `evaluate` scores, at 0.5.
+    [1, H, W]) scored on a dataset of whole images as `evaluate` scores, at 0.5, and
+    the `headline` metric at every threshold (`r2u.operating_point`).
 
-    Returns "pooled", "per_image_mean", "num_images" and "examples": the first
-    `examples` (image, mask, probabilities) for TensorBoard.
+    Returns "pooled", "per_image_mean", "operating_point", "num_images" and
+    "examples": the first `examples` (image, mask, probabilities) for TensorBoard.
     """
-    scorer, shown = Scorer(0.5), []
+    scorer, sweep, shown = Scorer(0.5), operating_point.Sweep(headline), []
     for i, example in enumerate(dataset):
         image, mask, fov = (example[k][0] for k in ("image", "mask", "fov"))
         probs = predict(example["image"])[0].numpy()
         scorer.add(str(i), probs, mask.numpy(), fov.numpy())
+        sweep.add(probs, mask.numpy(), fov.numpy())
         if len(shown) < examples:
             shown.append((image, mask, probs))
     result = scorer.result()
     del result["pooled"]["counts"]
     return {"pooled": result["pooled"], "per_image_mean": result["per_image_mean"],
-            "num_images": len(scorer.per_image), "examples": shown}
+            "operating_point": sweep.result(), "num_images": len(scorer.per_image),
+            "examples": shown}
 
 
 def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,

@@ -7,6 +7,7 @@ model's weights, updated identically on every replica.
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 _REPLICATED = tf.VariableAggregation.ONLY_FIRST_REPLICA
@@ -63,6 +64,30 @@ class LossScale(tf.Module):
                                             tf.maximum(self.scale / 2.0, 1.0))))
         self.good_steps.assign(tf.where(tf.logical_and(finite, tf.logical_not(grow)),
                                         self.good_steps + 1, tf.zeros_like(self.good_steps)))
+
+
+def learning_rate(step: tf.Tensor, base: float, schedule: str, warmup_steps: int,
+                  total_steps: int) -> tf.Tensor:
+    """The step size of step `step` (0-based) of `total_steps`.
+
+    Linear warm-up from base / warmup_steps to base over `warmup_steps`, then
+    "constant", "cosine" (half a cosine from base to 0 over the remaining steps) or
+    "step" (x0.1 at 50% and again at 75% of the run). A decaying rate lets the
+    weights, and the batch-norm moving averages that trail them, settle at the end.
+    """
+    if schedule not in ("constant", "cosine", "step"):
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    step = tf.cast(step, tf.float32)
+    warm = tf.minimum(1.0, (step + 1.0) / max(1, warmup_steps))
+    progress = tf.clip_by_value((step - warmup_steps) / max(1, total_steps - warmup_steps),
+                                0.0, 1.0)
+    if schedule == "cosine":
+        decay = 0.5 * (1.0 + tf.cos(np.pi * progress))
+    elif schedule == "step":
+        decay = tf.where(progress >= 0.75, 0.01, tf.where(progress >= 0.5, 0.1, 1.0))
+    else:
+        decay = tf.constant(1.0)
+    return base * warm * decay
 
 
 def all_finite(grads: Sequence[tf.Tensor]) -> tf.Tensor:

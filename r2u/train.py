@@ -63,8 +63,11 @@ def make_state(exp: config_lib.Experiment) -> State:
 
 
 def make_train_step(state: State, loss_fn: Callable, clip_norm: float, jit_compile: bool,
-                    strategy: Optional[tf.distribute.Strategy] = None) -> Callable:
+                    strategy: Optional[tf.distribute.Strategy] = None,
+                    learning_rate: Optional[Callable] = None) -> Callable:
     """One compiled step: batch -> {"loss", "grad_norm", "finite"} of the global batch.
+
+    `learning_rate(step)`, if given, sets Adam's step size before each update.
 
     Each replica weighs its loss by its share of the global batch's counted pixels and
     gradients are summed: `wce` is the global-batch mean however the batch is split
@@ -101,6 +104,8 @@ def make_train_step(state: State, loss_fn: Callable, clip_norm: float, jit_compi
         out = {k: strategy.experimental_local_results(v)[0] for k, v in out.items()}
         if state.loss_scale:
             state.loss_scale.update(out["finite"])
+        if learning_rate is not None:
+            state.opt.learning_rate.assign(learning_rate(state.step))
         if out["finite"]:  # a non-finite step changes nothing (float16 retries lower)
             # Back in replica context: each replica updates its copy of the weights.
             strategy.run(lambda g: state.opt.apply(g, state.model.trainable_variables),
@@ -173,14 +178,17 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         best = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "best"), 1)
         _restore(ckpt, state, model_dir, resume, strategy)
         loss_fn = losses.loss_fn(cfg.loss, _class_weights(cfg.class_weights, data_dir))
+        total_steps = cfg.steps or cfg.epochs * _steps_per_epoch_of(data_dir, exp)
+        schedule = lambda step: optim.learning_rate(  # noqa: E731
+            step, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, total_steps)
         step = make_train_step(state, loss_fn, cfg.clip_norm, devices.resolve_xla(cfg.xla),
-                               strategy)
+                               strategy, schedule)
         done = int(state.step.numpy())
         iterator = iter(strategy.distribute_datasets_from_function(
             lambda ctx: _training_dataset(data_dir, exp, ctx, done)))
         try:
-            history, best_dice = _fit(exp, state, plain, step, iterator, data_dir,
-                                      model_dir, out_dir, latest, best, strategy)
+            history, best_record = _fit(exp, state, plain, step, iterator, data_dir,
+                                        model_dir, out_dir, latest, best, strategy)
         except tf.errors.DataLossError as e:
             # A shard of the right size with changed bytes: name it by its sha256.
             manifest.verify(data_dir, full=True)
@@ -196,28 +204,40 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         if best.latest_checkpoint:
             ckpt.restore(best.latest_checkpoint).expect_partial()
         distribute.copy_variables(state.model, plain)
+        # The operating point chosen on validation travels with the model.
+        exp = dataclasses.replace(exp, inference=dataclasses.replace(
+            exp.inference, threshold=best_record.get("threshold", 0.5)))
+        _write_text(os.path.join(out_dir, "config.json"), exp.to_json())
         if distribute.is_chief(strategy):
-            export.save(plain, os.path.join(model_dir, "export"))
+            export.save(plain, os.path.join(model_dir, "export"), exp)
         distribute.barrier(strategy)  # workers end together, none looks crashed to another
         summary = {"steps": steps, "best_step": int(state.step.numpy()),
-                   "best_validation_dice": best_dice, "history": history}
+                   "headline": exp.data.headline,
+                   "best_validation_score": best_record.get("score"),
+                   "threshold": exp.inference.threshold, "history": history}
         _write_json(os.path.join(out_dir, "summary.json"), summary)
         return summary
 
 
 def _fit(exp, state, plain, step, iterator, data_dir, model_dir, out_dir, latest, best,
          strategy) -> Tuple[list, float]:
-    """Epochs of steps, validation, checkpoints; returns the records and the best Dice."""
+    """Epochs of steps, validation, checkpoints; returns the records and the best one.
+
+    The best checkpoint has the best validation headline metric at its own best
+    threshold (`r2u.operating_point`), not Dice at a fixed 0.5.
+    """
     cfg = exp.train
-    steps_per_epoch = cfg.steps_per_epoch or _steps_per_epoch(data_dir, exp)
+    steps_per_epoch = _steps_per_epoch_of(data_dir, exp)
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
     predict = foreground_fn(plain)
     loops, history = {}, []
     writers = summaries.Writers(out_dir)
-    best_dice = _best_dice(model_dir, strategy)
+    best_record = _best_record(model_dir)
+    best_score = float(distribute.from_chief(strategy, [best_record.get("score", -1.0)])[0])
     progress = summaries.Progress(total_steps, cfg.batch_size)
     done = int(state.step.numpy())
     while done < total_steps:
+        progress.resume()
         epoch = done // steps_per_epoch
         state.train_metrics.reset()
         todo = min(steps_per_epoch * (epoch + 1), total_steps) - done
@@ -230,24 +250,30 @@ def _fit(exp, state, plain, step, iterator, data_dir, model_dir, out_dir, latest
             if done % cfg.log_every < n or todo == 0:  # the only host fetches
                 _check_finite(state, done, model_dir)
                 progress.update(done, float(out["loss"]))
+                rate = {"images_per_second": progress.rate} if progress.rate else {}
                 writers.scalars("train", done, loss=out["loss"], grad_norm=out["grad_norm"],
-                                learning_rate=state.opt.learning_rate.numpy(),
-                                images_per_second=progress.rate)
+                                learning_rate=state.opt.learning_rate.numpy(), **rate)
+        progress.pause()  # rate and ETA count training only
         _check_finite(state, done, model_dir)
         latest.save(checkpoint_number=done)
         distribute.copy_variables(state.model, plain)
         record = _end_epoch(exp, state, data_dir, writers, epoch, predict)
         # Saving is collective: every worker must take the chief's decision.
-        record["dice"] = float(distribute.from_chief(strategy, [record["dice"]])[0])
+        record["score"] = float(distribute.from_chief(strategy, [record["score"]])[0])
         history.append(record)
-        if record["dice"] > best_dice:
-            best_dice = record["dice"]
+        if record["score"] > best_score:
+            best_score, best_record = record["score"], record
             best.save(checkpoint_number=done)
             _write_json(os.path.join(out_dir, "best.json"), record)
         if cfg.early_stopping and _stale(history, cfg.early_stopping):
             logging.info("early stopping after epoch %d", epoch + 1)
             break
-    return history, best_dice
+        if cfg.max_minutes and progress.training_seconds() > 60 * cfg.max_minutes:
+            logging.warning("time budget of %g minutes of training spent: stopping after "
+                            "epoch %d at step %d of %d", cfg.max_minutes, epoch + 1, done,
+                            total_steps)
+            break
+    return history, best_record
 
 
 def _restore(ckpt, state, model_dir, resume, strategy) -> None:
@@ -275,8 +301,11 @@ def _training_dataset(data_dir: str, exp: config_lib.Experiment,
         input_context=ctx).skip(distribute.batches_to_skip(ctx, done))
 
 
-def _steps_per_epoch(data_dir: str, exp: config_lib.Experiment) -> int:
-    """One pass over the training images (times patches per image for patch training)."""
+def _steps_per_epoch_of(data_dir: str, exp: config_lib.Experiment) -> int:
+    """`steps_per_epoch`, else one pass over the training images (times patches per
+    image for patch training)."""
+    if exp.train.steps_per_epoch:
+        return exp.train.steps_per_epoch
     examples = manifest.load(data_dir)["splits"]["train"]["num_examples"]
     if exp.data.patch_size:
         examples *= exp.data.patches_per_image
@@ -289,15 +318,22 @@ def _end_epoch(exp, state, data_dir, writers, epoch, predict) -> Dict:
     writers.scalars("train", step, **train_scores)
     val = evaluation.validate(predict, pipeline.make_dataset(
         data_dir, "validation", batch_size=1, training=False,
-        channels=exp.model.in_channels, contrast=exp.data.contrast, cache=False))
-    writers.scalars("validation", step, **val["pooled"])
+        channels=exp.model.in_channels, contrast=exp.data.contrast, cache=False),
+        exp.data.headline)
+    point = val["operating_point"]
+    writers.scalars("validation", step, **val["pooled"],
+                    **{f"{point['headline']}_best": point["best"],
+                       f"{point['headline']}_at_0.5": point["at_0.5"],
+                       "threshold": point["threshold"]})
     writers.images("validation", step, val["examples"])
-    record = {"epoch": epoch + 1, "step": step, "dice": val["pooled"]["dice"],
+    record = {"epoch": epoch + 1, "step": step, "score": point["best"],
+              "threshold": point["threshold"], "operating_point": point,
               "validation": val["pooled"], "validation_per_image": val["per_image_mean"],
               "train_dice": train_scores["dice"]}
-    logging.info("epoch %d step %d: train dice %.4f | validation dice %.4f jaccard %.4f "
-                 "auc %.4f (pooled, %d images)", epoch + 1, step, train_scores["dice"],
-                 val["pooled"]["dice"], val["pooled"]["jaccard"], val["pooled"]["auc"],
+    logging.info("epoch %d step %d: train dice %.4f | validation %s %.4f at threshold "
+                 "%.2f (%.4f at 0.5), auc %.4f (%d images)", epoch + 1, step,
+                 train_scores["dice"], point["headline"], point["best"],
+                 point["threshold"], point["at_0.5"], val["pooled"]["auc"],
                  val["num_images"])
     return record
 
@@ -319,18 +355,18 @@ def _class_weights(spec: str, data_dir: str):
     return config_lib.parse_pair(spec)
 
 
-def _best_dice(model_dir: str, strategy) -> float:
-    """The chief's best validation Dice so far (collective), -1 before any."""
-    path, dice = os.path.join(model_dir, "best.json"), -1.0
-    if os.path.exists(path):
-        with open(path) as f:
-            dice = json.load(f)["dice"]
-    return float(distribute.from_chief(strategy, [dice])[0])
+def _best_record(model_dir: str) -> Dict:
+    """The chief's best validation record so far ({} before any)."""
+    path = os.path.join(model_dir, "best.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def _stale(history, patience: int) -> bool:
-    dice = [r["dice"] for r in history]
-    return len(dice) > patience and max(dice[-patience:]) <= max(dice[:-patience])
+    scores = [r["score"] for r in history]
+    return len(scores) > patience and max(scores[-patience:]) <= max(scores[:-patience])
 
 
 def _write_json(path: str, value) -> None:

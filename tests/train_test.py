@@ -142,12 +142,18 @@ class TrainLoopTest(tf.test.TestCase):
         summary = train.train(tiny_experiment(), model_dir, tiny_data())
         self.assertEqual(summary["steps"], 4)
         self.assertLen(summary["history"], 2)
-        best = max(summary["history"], key=lambda h: h["validation"]["dice"])
+        # Selection: the headline metric at its own best threshold, not Dice at 0.5.
+        best = max(summary["history"], key=lambda h: h["operating_point"]["best"])
         self.assertEqual(summary["best_step"], best["step"])
+        self.assertEqual(summary["threshold"], best["operating_point"]["threshold"])
         for name in ("config.json", "summary.json", "best.json", "export/saved_model.pb"):
             self.assertTrue(os.path.exists(os.path.join(model_dir, name)), name)
         with open(os.path.join(model_dir, "config.json")) as f:
-            self.assertEqual(config.Experiment.from_dict(json.load(f)), tiny_experiment())
+            written = config.Experiment.from_dict(json.load(f))
+        self.assertEqual(written, dataclasses.replace(
+            tiny_experiment(), inference=config.InferenceConfig(summary["threshold"])))
+        with open(os.path.join(model_dir, "export", "r2u_model.json")) as f:
+            self.assertEqual(json.load(f)["threshold"], summary["threshold"])
         tags = {}
         for phase in ("train", "validation"):
             acc = event_accumulator.EventAccumulator(
