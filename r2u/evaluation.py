@@ -32,11 +32,16 @@ from r2u.data import prepare
 from r2u.data import tfrecord
 
 DEFINITIONS = {
-    "pooled": "scores of the confusion counts (and AUC histogram) of all FOV pixels of "
-              "all images counted together",
+    "pooled": "scores of the confusion counts (and AUC) of all FOV pixels of all "
+              "images counted together",
     "per_image_mean": "mean over images of each image's scores (FOV pixels only)",
-    "threshold": "a pixel is predicted foreground iff probability > threshold",
-    "auc": f"ROC AUC from {metrics.DEFAULT_BINS}-bin histograms (ties count 1/2)",
+    "threshold": "a pixel is predicted foreground iff probability > threshold; the "
+                 "model's threshold was chosen on the validation split",
+    "at_threshold_0.5": "the same scores at threshold 0.5",
+    "auc": "exact rank-based ROC AUC (Mann-Whitney on float64 probabilities, ties "
+           "count 1/2, no bins)",
+    "balanced_accuracy": "the second observer's binary mask has no ranking: its "
+                         "'AUC' is (sensitivity + specificity) / 2",
 }
 FIGURE_MAX_SIDE = 512
 
@@ -46,7 +51,8 @@ class Options:
     """What to compute and write besides the scores.
 
     Attributes:
-      threshold: a pixel is foreground iff its probability > threshold.
+      threshold: a pixel is foreground iff its probability > threshold; None uses
+        the model's own (chosen on validation images, 0.5 if none was).
       tile: 0 predicts images whole; > 0 averages overlapping tiles of this size.
       stride: tile offset; 0 means tile // 2.
       second_observer: also score the split's "mask2" against "mask".
@@ -55,7 +61,7 @@ class Options:
       figures_dir: folder of the figures.
       probs_dir: if set, write each foreground probability map as float32 `<id>.npy`.
     """
-    threshold: float = 0.5
+    threshold: Optional[float] = None
     tile: int = 0
     stride: int = 0
     second_observer: bool = False
@@ -144,22 +150,35 @@ def score(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,
 
 
 class Scorer:
-    """Per-image scores and pooled counts of one predictor (model or observer)."""
+    """Per-image scores and pooled counts of one predictor (model or observer).
 
-    def __init__(self, threshold: float):
+    With `exact_auc`, AUC is rank-based on the probabilities themselves (every FOV
+    pixel is kept until `result`); otherwise it comes from the streaming histogram.
+    """
+
+    def __init__(self, threshold: float, exact_auc: bool = False):
         self.threshold = threshold
         self.pooled = metrics.StreamingMetrics(threshold=threshold)
         self.per_image = []
+        self.scores = ([], []) if exact_auc else None  # positives, negatives
 
     def add(self, name: str, probs, mask, fov) -> Dict[str, float]:
         self.pooled.update(probs, mask, fov > 0)
         scores = {"id": name, **score(probs, mask, fov, self.threshold)}
+        if self.scores is not None:
+            inside, truth = fov > 0, mask > 0
+            pos, neg = probs[inside & truth], probs[inside & ~truth]
+            scores["auc"] = metrics.exact_auc(pos, neg)
+            self.scores[0].append(pos.astype(np.float32))
+            self.scores[1].append(neg.astype(np.float32))
         self.per_image.append(scores)
         return scores
 
     def result(self) -> Dict:
         counts = {k: float(v) for k, v in self.pooled.counts().items()}
         pooled = {k: float(v) for k, v in self.pooled.result().items()}
+        if self.scores is not None:
+            pooled["auc"] = metrics.exact_auc(*(np.concatenate(s) for s in self.scores))
         means = metrics.summarize([{k: v for k, v in s.items() if k != "id"}
                                    for s in self.per_image])
         return {"per_image": self.per_image, "pooled": {**pooled, "counts": counts},
@@ -206,13 +225,17 @@ def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
     start = time.perf_counter()
     if options.second_observer and not has_mask2(data_dir, split):
         raise ValueError(f"{data_dir}: split {split!r} has no second observer (mask2)")
-    model, observer = Scorer(options.threshold), Scorer(options.threshold)
+    threshold = predictor.threshold if options.threshold is None else options.threshold
+    options = dataclasses.replace(options, threshold=threshold)
+    model, at_half = Scorer(threshold, exact_auc=True), Scorer(0.5)
+    observer = Scorer(threshold)
     for i, ex in enumerate(raw_examples(data_dir, split, options.second_observer)):
         if options.max_images is not None and i >= options.max_images:
             break
         probs = predictor.predict_image(ex["image"], options.tile, options.stride)
         probs = probs[..., 1]  # foreground
         scores = model.add(ex["id"], probs, ex["mask"], ex["fov"])
+        at_half.add(ex["id"], probs, ex["mask"], ex["fov"])
         if options.second_observer:
             observer.add(ex["id"], ex["mask2"].astype(np.float32), ex["mask"],
                          ex["fov"])
@@ -221,18 +244,28 @@ def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
     if not model.per_image:
         raise ValueError(f"{data_dir}: split {split!r} has no images")
     result = model.result()
+    half = at_half.result()
+    result["at_threshold_0.5"] = {k: {n: v for n, v in half[k].items() if n != "auc"}
+                                  for k in ("pooled", "per_image_mean")}
     if options.second_observer:
-        result["second_observer"] = observer.result()
+        result["second_observer"] = _balanced_accuracy(observer.result())
     tile = options.tile
     result.update(
         num_images=len(model.per_image), model=predictor.info(),
         definitions=DEFINITIONS,
         data={"data_dir": os.path.abspath(data_dir), "split": split,
               "dataset": manifest_lib.load(data_dir)["dataset"]},
-        inference={"threshold": options.threshold, "fov_masked": True,
+        inference={"threshold": threshold, "fov_masked": True,
                    "mode": "tiled" if tile else "whole_image", "tile": tile or None,
                    "stride": (options.stride or tile // 2) if tile else None},
         wall_time_seconds=time.perf_counter() - start)
+    return result
+
+
+def _balanced_accuracy(result: Dict) -> Dict:
+    """Renames a binary predictor's "auc" to what it is: (sensitivity + specificity) / 2."""
+    for part in [result["pooled"], result["per_image_mean"], *result["per_image"]]:
+        part["balanced_accuracy"] = part.pop("auc")
     return result
 
 
@@ -289,14 +322,18 @@ def _gray(values: np.ndarray) -> np.ndarray:
 def format_table(result: Dict) -> str:
     """The aggregate rows (model, and second observer if present) as a text table."""
     names = metrics.METRIC_NAMES
-    lines = [f"{'':32s}" + "".join(f"{n[:11]:>12s}" for n in names)]
-    rows = [("model", result)]
+    lines = [f"{'':36s}" + "".join(f"{n[:11]:>12s}" for n in names)]
+    rows = [(f"model t={result['inference']['threshold']:.2f}", result)]
+    if "at_threshold_0.5" in result:
+        rows.append(("model t=0.5", result["at_threshold_0.5"]))
     if "second_observer" in result:
         rows.append(("2nd observer", result["second_observer"]))
     for label, part in rows:
         for kind in ("pooled", "per_image_mean"):
-            lines.append(f"{label + ' ' + kind:32s}" +
-                         "".join(f"{part[kind][n]:12.4f}" for n in names))
+            values = [part[kind].get(n, part[kind].get("balanced_accuracy"))
+                      if n == "auc" else part[kind][n] for n in names]
+            lines.append(f"{label + ' ' + kind:36s}" + "".join(
+                f"{'-':>12s}" if v is None else f"{v:12.4f}" for v in values))
     return "\n".join(lines)
 
 

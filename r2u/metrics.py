@@ -112,6 +112,22 @@ def auc(probs: tf.Tensor, labels: tf.Tensor, weights: Optional[tf.Tensor] = None
     return _auc_from_histogram(_histogram(probs, positive, weights, bins))[0]
 
 
+def exact_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """Rank-based ROC AUC (Mann-Whitney, ties count 1/2) with no binning: float64.
+
+    Args:
+      positives, negatives: the scores (probabilities or logits) of the foreground
+        and background pixels, any shape. 1 when either is empty, like `auc`.
+    """
+    pos = np.ravel(np.asarray(positives, np.float64))
+    neg = np.sort(np.ravel(np.asarray(negatives, np.float64)))
+    if pos.size == 0 or neg.size == 0:
+        return 1.0
+    below = np.searchsorted(neg, pos, side="left")
+    ties = np.searchsorted(neg, pos, side="right") - below
+    return float((below.sum() + 0.5 * ties.sum()) / (pos.size * float(neg.size)))
+
+
 def per_image_scores(probs: tf.Tensor, labels: tf.Tensor,
                      weights: Optional[tf.Tensor] = None, threshold: _Threshold = 0.5,
                      bins: int = DEFAULT_BINS) -> dict[str, tf.Tensor]:

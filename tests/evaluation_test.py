@@ -205,8 +205,9 @@ class EvaluationTest(tf.test.TestCase):
         self.assertEqual(result["model"]["source"], "saved_model")
         self.assertEqual(result["data"]["split"], "test")
         self.assertGreater(result["wall_time_seconds"], 0)
-        self.assertIn("model pooled", run.stdout)
-        self.assertIn("model per_image_mean", run.stdout)
+        self.assertIn("model t=0.40 pooled", run.stdout)
+        self.assertIn("model t=0.5 pooled", run.stdout)
+        self.assertIn("model t=0.40 per_image_mean", run.stdout)
         # Written atomically: no temporary file is left behind.
         self.assertEqual(os.listdir(os.path.dirname(out)), ["test.json"])
         self.assertLen(os.listdir(figures), 2)
