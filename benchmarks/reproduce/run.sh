@@ -17,8 +17,8 @@ dataset=${1:?dataset: drive or isic}; arch=${2:-r2unet}
 runs=${RUNS:-runs}; model_dir="$runs/$dataset-$arch"; py=${PYTHON:-.venv/bin/python}
 # Equal wall-clock budget per dataset: U-Net steps are ~2.5x cheaper than R2U-Net's.
 case "$dataset-$arch" in
-  drive-unet|drive-resunet) steps=3000; every=375 ;;
-  drive-*) steps=1200; every=150 ;;
+  drive-unet|drive-resunet) steps=6500; every=650 ;;
+  drive-*) steps=2700; every=300 ;;
   isic-unet|isic-resunet) steps=1250; every=250 ;;
   isic-*) steps=500; every=100 ;;
 esac
@@ -30,7 +30,7 @@ case "$dataset" in
   *) echo "unknown dataset $dataset" >&2; exit 2 ;;
 esac
 recipe+=(--steps="$steps" --steps_per_epoch="$every" --lr_schedule=cosine
-         --warmup_steps=100 --max_minutes="${MAX_MINUTES:-85}")
+         --warmup_steps=100 --max_minutes="${MAX_MINUTES:-62}")
 resume=(); [ -d "$model_dir/ckpt" ] && resume=(--resume)
 start=$(date +%s)
 "$py" bin/train --dataset="$dataset" --arch="$arch" --model_dir="$model_dir" \
