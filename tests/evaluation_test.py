@@ -83,6 +83,38 @@ def numpy_scores(probs, masks, fovs, threshold):
     return scores
 
 
+def numpy_float32_scores(probs, masks, fovs, threshold):
+    """Pooled counts and scores, and per-image mean scores, at `threshold` compared in
+    float32 (as `r2u.metrics`), recomputed in NumPy."""
+    def scores(tp, fp, fn, tn):
+        def ratio(num, den):
+            return num / den if den > 0 else 1.0
+        return {"accuracy": ratio(tp + tn, tp + fp + fn + tn),
+                "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
+                "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
+                "dice": ratio(2 * tp, 2 * tp + fp + fn),
+                "jaccard": ratio(tp, tp + fp + fn)}
+    counts = []
+    for p, m, f in zip(probs, masks, fovs):
+        pred = p[f > 0].astype(np.float32) > np.float32(threshold)
+        y = m[f > 0] > 0
+        counts.append([float(np.sum(pred & y)), float(np.sum(pred & ~y)),
+                       float(np.sum(~pred & y)), float(np.sum(~pred & ~y))])
+    total = np.sum(counts, axis=0)
+    per_image = [scores(*c) for c in counts]
+    return {"pooled": {**scores(*total),
+                       "counts": dict(zip(("tp", "fp", "fn", "tn"), total.tolist()))},
+            "per_image_mean": {n: np.mean([s[n] for s in per_image])
+                               for n in per_image[0]}}
+
+
+def pairwise_auc(positives, negatives):
+    """The O(P N) Mann-Whitney AUC: P(positive > negative), ties 1/2."""
+    diff = (np.asarray(positives, np.float64)[:, None]
+            - np.asarray(negatives, np.float64)[None, :])
+    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+
 class EvaluationTest(tf.test.TestCase):
 
     @classmethod
@@ -154,10 +186,100 @@ class EvaluationTest(tf.test.TestCase):
             self.assertAllClose(human["pooled"][name], want[name], atol=1e-6)
         self.assertLen(human["per_image"], 3)
         self.assertIn("per_image_mean", human)
+        # A binary mask has no ranking: its "AUC" is balanced accuracy, so named.
+        for part in [human["pooled"], human["per_image_mean"], *human["per_image"]]:
+            self.assertNotIn("auc", part)
+            self.assertAllClose(part["balanced_accuracy"],
+                                (part["sensitivity"] + part["specificity"]) / 2,
+                                atol=1e-6)
+        self.assertAllClose(human["pooled"]["balanced_accuracy"],
+                            (want["sensitivity"] + want["specificity"]) / 2, atol=1e-6)
+        self.assertIn("auc", result["pooled"])  # the model keeps its AUC
         self.assertIn("2nd observer pooled", evaluation.format_table(result))
         with self.assertRaisesRegex(ValueError, "no second observer"):
             evaluation.evaluate(self.checkpoint, self.data_dir, "test",
                                 evaluation.Options(second_observer=True))
+
+    def _evaluate_with_probs(self, predictor, options=evaluation.Options()):
+        """evaluate() on the FOV split, and the probability maps it scored."""
+        folder = tempfile.mkdtemp()
+        result = evaluation.evaluate(predictor, self.fov_dir, "test",
+                                     dataclasses.replace(options, probs_dir=folder))
+        probs = [np.load(os.path.join(folder, f"{e['id']}.npy"))
+                 for e in self.fov_examples]
+        return result, probs
+
+    def test_default_threshold_is_the_models_and_0_5_is_reported_beside_it(self):
+        # Also with a threshold other than the trained one: it must come from spec.
+        moved = dataclasses.replace(
+            self.saved, spec=dataclasses.replace(self.saved.spec, threshold=0.42))
+        for predictor in (self.saved, moved):
+            result, probs = self._evaluate_with_probs(predictor)
+            threshold = predictor.threshold
+            self.assertEqual(result["inference"]["threshold"], threshold)
+            masks = [e["mask"] for e in self.fov_examples]
+            fovs = [e["fov"] for e in self.fov_examples]
+            for t, part in ((threshold, result), (0.5, result["at_threshold_0.5"])):
+                want = numpy_float32_scores(probs, masks, fovs, t)
+                self.assertEqual(part["pooled"]["counts"], want["pooled"]["counts"])
+                for kind in ("pooled", "per_image_mean"):
+                    for name in metrics.SCORE_NAMES:
+                        self.assertAllClose(part[kind][name], want[kind][name],
+                                            atol=1e-6, msg=f"{t} {kind} {name}")
+            half = result["at_threshold_0.5"]
+            self.assertEqual(set(half), {"pooled", "per_image_mean"})
+            self.assertNotIn("auc", half["pooled"])
+            self.assertEqual(set(half["per_image_mean"]), set(metrics.SCORE_NAMES))
+            table = evaluation.format_table(result)
+            self.assertIn(f"model t={threshold:.2f} pooled", table)
+            self.assertIn("model t=0.5 per_image_mean", table)
+        self.assertEqual(moved.threshold, 0.42)
+        # The trained model's counts at its own threshold and at 0.5 differ.
+        result, _ = self._evaluate_with_probs(self.saved)
+        if self.saved.threshold != 0.5:
+            self.assertNotEqual(result["pooled"]["counts"],
+                                result["at_threshold_0.5"]["pooled"]["counts"])
+
+    def test_auc_is_exact_per_image_and_pooled(self):
+        result, probs = self._evaluate_with_probs(self.checkpoint)
+        positives, negatives = [], []
+        for scores, p, e in zip(result["per_image"], probs, self.fov_examples):
+            inside, truth = e["fov"] > 0, e["mask"] > 0
+            positives.append(p[inside & truth])
+            negatives.append(p[inside & ~truth])
+            self.assertEqual(scores["id"], e["id"])
+            self.assertAlmostEqual(scores["auc"],
+                                   pairwise_auc(positives[-1], negatives[-1]),
+                                   places=10)
+        self.assertAlmostEqual(
+            result["pooled"]["auc"],
+            pairwise_auc(np.concatenate(positives), np.concatenate(negatives)),
+            places=10)
+        self.assertAlmostEqual(result["per_image_mean"]["auc"],
+                               np.mean([s["auc"] for s in result["per_image"]]),
+                               places=10)
+
+    def test_nan_probabilities_are_refused(self):
+        def nan_predict(images):  # the real probabilities with one NaN pixel
+            probs = self.checkpoint.predict(images).numpy()
+            probs[0, 5, 7, :] = np.nan
+            return tf.constant(probs)
+
+        def nan_network(images):
+            probs = self.checkpoint.network(images).numpy()
+            probs[:, 3, 3, :] = np.nan
+            return tf.constant(probs)
+
+        folder = tempfile.mkdtemp()
+        broken = dataclasses.replace(self.checkpoint, predict=nan_predict)
+        with self.assertRaisesRegex(ValueError, "NaN"):
+            evaluation.evaluate(broken, self.fov_dir, "test",
+                                evaluation.Options(probs_dir=folder))
+        self.assertEqual(os.listdir(folder), [])  # nothing of the NaN image written
+        broken = dataclasses.replace(self.checkpoint, network=nan_network)
+        with self.assertRaisesRegex(ValueError, "NaN"):
+            evaluation.evaluate(broken, self.fov_dir, "test",
+                                evaluation.Options(tile=16, max_images=1))
 
     def test_tiled_inference_matches_the_whole_image(self):
         probs = {}
@@ -174,9 +296,14 @@ class EvaluationTest(tf.test.TestCase):
         self.assertLen(probs["whole"], 3)
         self.assertGreater(probs["whole"].std(), 1e-3)  # not a constant map
         self.assertAllClose(probs["one_tile"], probs["whole"], atol=1e-6)
+        # No threshold given: the model's own, chosen on validation images.
         self.assertEqual(probs["overlapping_result"]["inference"],
-                         {"threshold": 0.5, "fov_masked": True, "mode": "tiled",
-                          "tile": 24, "stride": 4})
+                         {"threshold": self.checkpoint.threshold, "fov_masked": True,
+                          "mode": "tiled", "tile": 24, "stride": 4})
+        explicit = evaluation.evaluate(
+            self.checkpoint, self.data_dir, "test",
+            evaluation.Options(threshold=0.5, tile=24, stride=4, max_images=1))
+        self.assertEqual(explicit["inference"]["threshold"], 0.5)
         # Tiles see less context than the whole image (the receptive field is wider
         # than a tile), so they agree only approximately.
         diff = np.abs(probs["overlapping"] - probs["whole"])

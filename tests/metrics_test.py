@@ -166,6 +166,62 @@ class AucTest(tf.test.TestCase, parameterized.TestCase):
                             atol=1e-6)
 
 
+
+class ExactAucTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.parameters(0, 1, 2, 3)
+    def test_matches_pairwise_with_ties(self, seed):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(1, 400))
+        p = np.round(rng.uniform(size=n), 2)  # 2 decimals: many tied pairs
+        y = (rng.uniform(size=n) < rng.uniform(0.05, 0.95)).astype(np.int32)
+        if seed == 3:
+            p = np.round(p * 4) / 4  # only 5 distinct values
+        y[0], y[-1] = 1, 0  # both classes present
+        value = metrics.exact_auc(p[y > 0], p[y == 0])
+        self.assertIsInstance(value, float)
+        self.assertAlmostEqual(value, _np_pairwise_auc(p, y, np.ones(n)), places=12)
+
+    def test_any_shape_dtype_and_scale(self):
+        rng = np.random.default_rng(5)
+        pos = np.round(rng.normal(1.0, 2.0, size=(6, 7)), 1)  # logits: outside [0, 1]
+        neg = np.round(rng.normal(0.0, 2.0, size=(5, 9)), 1)
+        p = np.concatenate([pos.ravel(), neg.ravel()])
+        y = np.concatenate([np.ones(pos.size), np.zeros(neg.size)])
+        want = _np_pairwise_auc(p, y, np.ones(p.size))
+        self.assertAlmostEqual(metrics.exact_auc(pos, neg), want, places=12)
+        self.assertAlmostEqual(metrics.exact_auc(pos.astype(np.float32).tolist(),
+                                                 neg.astype(np.float32)), want,
+                               places=12)
+
+    @parameterized.named_parameters(
+        ("no_positives", [], [0.1, 0.9], 1.0),
+        ("no_negatives", [0.1, 0.9], np.zeros([0]), 1.0),
+        ("nothing", np.zeros([0, 3]), [], 1.0),
+        ("perfect", [0.6, 0.9, 0.51], [0.5, 0.1, 0.5], 1.0),
+        ("reversed", [0.1, 0.2], [0.3, 0.9, 0.4], 0.0),
+        ("all_tied", [0.5, 0.5], [0.5], 0.5),
+        # pairs: 0.8>0.5, 0.8>0.2, 0.5=0.5 (1/2), 0.5>0.2 -> 3.5 / 4.
+        ("hand_ties", [0.8, 0.5], [0.5, 0.2], 0.875),
+    )
+    def test_hand_cases(self, positives, negatives, expected):
+        self.assertEqual(metrics.exact_auc(positives, negatives), expected)
+
+    @parameterized.parameters(64, metrics.DEFAULT_BINS)
+    def test_agrees_with_histogram_auc_within_its_error(self, bins):
+        rng = np.random.default_rng(bins)
+        for _ in range(3):
+            y = (rng.uniform(size=2000) < 0.3).astype(np.int32)
+            p = np.clip(rng.uniform(size=2000) + 0.2 * y, 0, 1).astype(np.float32)
+            exact = metrics.exact_auc(p[y > 0], p[y == 0])
+            # The documented bound: half the fraction of pairs sharing a bin, about
+            # 1 / (2 bins) on spread-out probabilities (+ float32 rounding).
+            shared = _np_same_bin_fraction(p, y, np.ones(p.size), bins)
+            self.assertLess(shared, 2.0 / bins)
+            self.assertAllClose(metrics.auc(p, y, bins=bins), exact,
+                                atol=0.5 * shared + 1e-6, rtol=0)
+            self.assertBetween(exact, 0.6, 0.95)  # neither trivial nor perfect
+
 class PropertyTest(tf.test.TestCase):
     """50 seeded random cases (sizes 1..24, padded to 24 with weight 0) in one batch."""
 
