@@ -59,17 +59,19 @@ def results_table(paths) -> str:
         with open(path) as f:
             r = json.load(f)
         e = r["evaluation"]
-        kinds = [("pooled, t=0.5", e["pooled"]), ("per image, t=0.5", e["per_image_mean"])]
-        if "evaluation_prior_threshold" in r:
-            prior = r["evaluation_prior_threshold"]
-            t = prior["inference"]["threshold"]
-            kinds += [(f"pooled, t={t:.3f}", prior["pooled"]),
-                      (f"per image, t={t:.3f}", prior["per_image_mean"])]
+        t = e["inference"]["threshold"]  # chosen on validation images
+        half = e.get("at_threshold_0.5", {})
+        kinds = [(f"pooled, t={t:.2f}", e["pooled"]),
+                 (f"per image, t={t:.2f}", e["per_image_mean"])]
+        kinds += [(f"{name}, t=0.5", dict(half[key], auc=None))
+                  for name, key in (("pooled", "pooled"), ("per image", "per_image_mean"))
+                  if key in half]
         minutes = f"{r['train_seconds'] / 60:.0f}"
         rows += [row(r, kind, scores, minutes) for kind, scores in kinds]
         if "second_observer" in e and not observer:
             human = dict(r, arch="2nd observer", params=0)
-            observer = [row(human, f"{kind}", e["second_observer"][key], "-")
+            observer = [row(human, f"{kind}", dict(
+                e["second_observer"][key], auc=None), "-")
                         for kind, key in (("pooled", "pooled"),
                                           ("per image", "per_image_mean"))]
     return "\n".join(rows + observer)

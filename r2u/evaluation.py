@@ -228,7 +228,7 @@ def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
     threshold = predictor.threshold if options.threshold is None else options.threshold
     options = dataclasses.replace(options, threshold=threshold)
     model, at_half = Scorer(threshold, exact_auc=True), Scorer(0.5)
-    observer = Scorer(threshold)
+    observer = Scorer(0.5)  # a binary 0/1 mask
     for i, ex in enumerate(raw_examples(data_dir, split, options.second_observer)):
         if options.max_images is not None and i >= options.max_images:
             break
@@ -263,9 +263,14 @@ def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
 
 
 def _balanced_accuracy(result: Dict) -> Dict:
-    """Renames a binary predictor's "auc" to what it is: (sensitivity + specificity) / 2."""
-    for part in [result["pooled"], result["per_image_mean"], *result["per_image"]]:
-        part["balanced_accuracy"] = part.pop("auc")
+    """A binary predictor's "AUC" is (sensitivity + specificity) / 2: say so."""
+    for part in [result["pooled"], *result["per_image"]]:
+        del part["auc"]
+        part["balanced_accuracy"] = (part["sensitivity"] + part["specificity"]) / 2
+    means = result["per_image_mean"]
+    del means["auc"]
+    means["balanced_accuracy"] = float(np.mean([p["balanced_accuracy"]
+                                                for p in result["per_image"]]))
     return result
 
 

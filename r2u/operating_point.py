@@ -25,12 +25,13 @@ def counts(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,
            thresholds: Sequence[float] = THRESHOLDS) -> np.ndarray:
     """int64 [T, 3] (TP, FP, FN) of one image at each threshold, FOV pixels only."""
     inside = np.asarray(fov) > 0
-    if np.isnan(probs[inside]).any():
+    # float32 on both sides, as r2u.metrics compares: float32(0.3) > 0.3 in float64.
+    probs = np.asarray(probs, np.float32)[inside]
+    if np.isnan(probs).any():
         raise ValueError("probabilities contain NaN")
     truth = np.asarray(mask)[inside] > 0
-    probs = np.asarray(probs, np.float64)[inside]
     pos, neg = np.sort(probs[truth]), np.sort(probs[~truth])
-    t = np.asarray(thresholds, np.float64)
+    t = np.asarray(thresholds, np.float32)
     tp = pos.size - np.searchsorted(pos, t, side="right")  # p > t
     fp = neg.size - np.searchsorted(neg, t, side="right")
     return np.stack([tp, fp, pos.size - tp], axis=-1).astype(np.int64)

@@ -1,5 +1,7 @@
 """SavedModel export: plain tf.saved_model.load gives the same probabilities."""
 
+import dataclasses
+import json
 import os
 import tempfile
 
@@ -7,7 +9,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from r2u import checkpoints
+from r2u import config
 from r2u import export
+from r2u import train
 from r2u import inference
 from r2u import models
 from r2u.data import preprocess
@@ -25,10 +30,36 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
             images = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
             want = inference.probabilities(model, preprocess.preprocess(images, 3))
             got = loaded.serve(images)
-            self.assertEqual(got.shape, shape[:3] + (2,))
-            self.assertAllClose(got, want, atol=1e-5)
-            self.assertAllClose(loaded.signatures["serving_default"](
-                images=tf.constant(images))["output_0"], want, atol=1e-5)
+            self.assertEqual(got["probabilities"].shape, shape[:3] + (2,))
+            self.assertAllClose(got["probabilities"], want, atol=1e-5)
+            self.assertAllEqual(got["mask"], tf.cast(want[..., 1] > 0.5, tf.uint8))
+            # A TF Serving client sees named outputs.
+            served = loaded.signatures["serving_default"](images=tf.constant(images))
+            self.assertEqual(set(served), {"probabilities", "mask"})
+            self.assertAllClose(served["probabilities"], want, atol=1e-5)
+
+    def test_the_export_resizes_to_the_training_size_and_back_and_thresholds(self):
+        model = models.build("unet", in_channels=3, filters=4, depth=2)
+        model(tf.random.normal([2, 16, 16, 3]), training=True)
+        spec = export.InputSpec(input_size=(16, 16), threshold=0.3)
+        path = export.save(model, os.path.join(tempfile.mkdtemp(), "export"),
+                           dataclasses.replace(
+                               config.synthetic(),
+                               data=dataclasses.replace(config.synthetic().data,
+                                                        image_size=16),
+                               inference=config.InferenceConfig(threshold=0.3)))
+        images = np.random.default_rng(0).uniform(0, 255, (1, 40, 24, 3)).astype(np.float32)
+        small = tf.image.resize(images, (16, 16), antialias=True)
+        want = tf.image.resize(inference.probabilities(
+            model, preprocess.preprocess(small, 3)), (40, 24))
+        got = tf.saved_model.load(path).serve(images)
+        self.assertAllClose(got["probabilities"], want, atol=1e-5)
+        self.assertAllEqual(got["mask"], tf.cast(want[..., 1] > 0.3, tf.uint8))
+        with open(os.path.join(path, "r2u_model.json")) as f:
+            info = json.load(f)
+        self.assertEqual((info["threshold"], info["input_size"]), (0.3, [16, 16]))
+        self.assertEqual(export.InputSpec(**{k: info[k] for k in (
+            "contrast", "threshold")}, input_size=tuple(info["input_size"])), spec)
 
     def test_export_replaces_an_existing_export_whole(self):
         model = models.build("unet", in_channels=1, filters=2, depth=1)
@@ -37,9 +68,47 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
         model.head.b.assign([5.0, -5.0])
         export.save(model, path)
         loaded = tf.saved_model.load(path)
-        probs = loaded.serve(tf.zeros([1, 4, 4, 1]))
+        probs = loaded.serve(tf.zeros([1, 4, 4, 1]))["probabilities"]
         self.assertAllGreater(probs[..., 0], 0.99)
         self.assertEqual([n for n in os.listdir(os.path.dirname(path))], ["export"])
+
+
+class TrainedWithContrastTest(tf.test.TestCase):
+    """Training-time validation, the checkpoint and the SavedModel see one input."""
+
+    def test_three_paths_give_the_same_probabilities(self):
+        from r2u.data import pipeline
+        from r2u.data import prepare
+        root = tempfile.mkdtemp()
+        data_dir = os.path.join(root, "data")
+        prepare.prepare("synthetic", None, data_dir, image_size=32, limit=8)
+        exp = config.synthetic()
+        exp = dataclasses.replace(
+            exp, model=dataclasses.replace(exp.model, filters=4, depth=2),
+            data=dataclasses.replace(exp.data, contrast=True),
+            train=dataclasses.replace(exp.train, batch_size=4, steps_per_epoch=2,
+                                      epochs=1, xla="off"))
+        model_dir = os.path.join(root, "run")
+        train.train(exp, model_dir, data_dir)
+        ckpt = checkpoints.load(model_dir, "checkpoint")
+        saved = checkpoints.load(model_dir, "saved_model")
+        self.assertTrue(saved.spec.contrast)
+        self.assertEqual(saved.spec, ckpt.spec)
+        # As training validated: the tf.data pipeline's preprocessing, then the network.
+        validation = pipeline.make_dataset(data_dir, "validation", batch_size=1,
+                                           training=False, channels=3, contrast=True,
+                                           cache=False)
+        from r2u import evaluation
+        raw = evaluation.raw_examples(data_dir, "validation")
+        for example, raw_example in zip(validation.take(3), raw):
+            want = ckpt.network(example["image"])[0]
+            self.assertAllClose(ckpt.predict_image(raw_example["image"]), want, atol=1e-4)
+            self.assertAllClose(saved.predict_image(raw_example["image"]), want,
+                                atol=1e-4)
+        # Without the contrast step the probabilities differ: the test can fail.
+        plain = dataclasses.replace(ckpt, spec=dataclasses.replace(ckpt.spec,
+                                                                   contrast=False))
+        self.assertNotAllClose(plain.predict_image(raw_example["image"]), want, atol=1e-3)
 
 
 class InferenceTest(tf.test.TestCase):

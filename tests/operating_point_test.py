@@ -89,7 +89,6 @@ class CountsTest(absltest.TestCase):
             sweep.add(probs, np.array([0, 1, 1]), np.ones(3))
         self.assertEmpty(sweep.images)
 
-    @unittest.expectedFailure  # library bug: counts compares in float64, metrics in float32
     def test_float32_probabilities_agree_with_metrics_at_every_threshold(self):
         """The operating point must count pixels as `r2u.metrics` (and `evaluate`) do.
 
@@ -181,7 +180,6 @@ class SweepTest(absltest.TestCase):
             self.assertLess(curve.max(initial=0, where=np.arange(99) >= 29), 1.0)
             self.assertAlmostEqual(result["at_0.5"], curve[49], places=12)
 
-    @unittest.expectedFailure  # library bug: see CountsTest (float32 vs float64)
     def test_float32_probabilities_choose_the_same_threshold(self):
         # float32(0.3) > 0.3 and float32(0.1) > 0.1: `counts` finds [0.11, 0.3]
         # perfect and picks 0.3, where `evaluate` (float32) predicts no foreground.

@@ -17,8 +17,6 @@ from r2u import config
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training folder.", required=True)
 _EVAL = flags.DEFINE_string("eval", None, "bin/evaluate JSON.", required=True)
-_EVAL_PRIOR = flags.DEFINE_string("eval_prior", None, "bin/evaluate JSON at the threshold "
-                                  "that undoes the class weighting.")
 _SECONDS = flags.DEFINE_integer("train_seconds", None, "Training wall time.")
 _OUT = flags.DEFINE_string("out", None, "Results JSON.", required=True)
 
@@ -36,11 +34,11 @@ def main(argv):
               "config": json.loads(exp.to_json()), "train_seconds": _SECONDS.value,
               "steps": summary["steps"], "best_step": summary.get("best_step"),
               "machine": devices.machine(),
-              "best_validation_dice": summary["best_validation_dice"],
+              "validation": {"headline": summary["headline"],
+                             "best_score": summary["best_validation_score"],
+                             "threshold": summary["threshold"],
+                             "history": summary["history"]},
               "evaluation": evaluation}
-    if _EVAL_PRIOR.value:
-        with open(_EVAL_PRIOR.value) as f:
-            result["evaluation_prior_threshold"] = json.load(f)
     tmp = _OUT.value + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1, sort_keys=True)
