@@ -5,6 +5,8 @@
 #   benchmarks/reproduce/run.sh drive r2unet   # DRIVE: 48x48 patches; test = official 20
 #   benchmarks/reproduce/run.sh isic unet      # ISIC 2017 at 96x96; test = official
 #                                              # Validation pairs at original resolution
+#   benchmarks/reproduce/run.sh isic r2unet per_step_bn --recurrent_bn=per_step
+#                                              # an ablation: a name, then bin/train flags
 #
 # The threshold is chosen on the validation split during training and stored with the
 # model; evaluation on test uses it (and reports t=0.5 beside it). Nothing is chosen on
@@ -13,8 +15,10 @@
 set -euo pipefail
 export TF_ENABLE_ONEDNN_OPTS=${TF_ENABLE_ONEDNN_OPTS:-1}  # 1.8x on this CPU (NOTES.md)
 cd "$(dirname "$0")/../.."
-dataset=${1:?dataset: drive or isic}; arch=${2:-r2unet}
-runs=${RUNS:-runs}; model_dir="$runs/$dataset-$arch"; py=${PYTHON:-.venv/bin/python}
+dataset=${1:?dataset: drive or isic}; arch=${2:-r2unet}; variant=${3:-}
+lever=("${@:4}")  # bin/train flags of an ablation, after its name
+name="$dataset-$arch${variant:+-$variant}"
+runs=${RUNS:-runs}; model_dir="$runs/$name"; py=${PYTHON:-.venv/bin/python}
 # Equal wall-clock budget per dataset: U-Net steps are ~2.5x cheaper than R2U-Net's.
 case "$dataset-$arch" in
   drive-unet|drive-resunet) steps=6500; every=650 ;;
@@ -34,7 +38,7 @@ recipe+=(--steps="$steps" --steps_per_epoch="$every" --lr_schedule=cosine
 resume=(); [ -d "$model_dir/ckpt" ] && resume=(--resume)
 start=$(date +%s)
 "$py" bin/train --dataset="$dataset" --arch="$arch" --model_dir="$model_dir" \
-  "${recipe[@]}" "${resume[@]}"
+  "${recipe[@]}" "${lever[@]}" "${resume[@]}"
 # Each (resumed) training appends its wall time; the result reports their sum.
 echo $(( $(date +%s) - start )) >> "$model_dir/train_seconds.log"
 train_s=$(awk '{s += $1} END {print s}' "$model_dir/train_seconds.log")
@@ -42,4 +46,4 @@ train_s=$(awk '{s += $1} END {print s}' "$model_dir/train_seconds.log")
   --out="$model_dir/eval-test.json" --figures=4 --figures_dir="$model_dir/figures"
 "$py" benchmarks/reproduce/collect.py --model_dir="$model_dir" \
   --eval="$model_dir/eval-test.json" --train_seconds="$train_s" \
-  --out="benchmarks/results/$dataset-$arch.json"
+  --out="benchmarks/results/$name.json"
