@@ -1,8 +1,7 @@
-"""r2u: R2U-Net and its family (U-Net, ResU-Net, RU-Net, attention R2U-Net) in TensorFlow."""
+"""r2u: R2U-Net and its family (U-Net, ResU-Net, RU-Net, attention R2U-Net) in TensorFlow.
 
-import os
-
-# TensorFlow leaves its oneDNN kernels off on CPUs it does not recognise (AMD EPYC here),
-# where they train R2U-Net 1.8x faster in float32 (benchmarks/NOTES.md). This only takes
-# effect when r2u is imported before TensorFlow; TF_ENABLE_ONEDNN_OPTS=0 opts out.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+Importing r2u sets no environment variable and imports no TensorFlow. On x86 CPUs
+without AVX-512 VNNI/BF16 or AMX, TensorFlow's oneDNN kernels stay off unless
+TF_ENABLE_ONEDNN_OPTS=1 is in the environment before TensorFlow is imported; the r2u-*
+commands set it (r2u.cli), and `r2u.devices` logs a hint once when it is missed.
+"""

@@ -6,9 +6,10 @@ native bfloat16 (AVX-512 BF16 / AMX) bfloat16 convolutions ran ~2x float32 and X
 native) without XLA; a GPU gets bfloat16 (compute capability >= 8) or float16, with XLA.
 """
 
+import functools
 import os
 import platform
-from typing import Dict
+from typing import Dict, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -38,8 +39,38 @@ def cpu_has_native_bfloat16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def onednn_enabled() -> Optional[bool]:
+    """Whether TF's oneDNN CPU kernels are on: TF_ENABLE_ONEDNN_OPTS, else TF's default
+    (on for x86 CPUs with AVX-512 VNNI/BF16 or AMX, off e.g. on AVX2-only ones); None if
+    TF cannot tell."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # private, hence guarded
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+@functools.cache
+def log_onednn_hint() -> None:
+    """Logs once per process if oneDNN is off on an x86-64 machine without GPU, unless
+    TF_ENABLE_ONEDNN_OPTS=0 chose that: on an AMD EPYC where TF left them off, its
+    kernels trained R2U-Net 1.8x faster in float32 (benchmarks/NOTES.md). The r2u-*
+    commands turn oneDNN on; `import r2u` does not."""
+    opted_out = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("0",
+                                                                             "false")
+    if (opted_out or platform.machine().lower() not in ("x86_64", "amd64")
+            or onednn_enabled() is not False or gpus()):
+        return
+    logging.warning("TensorFlow's oneDNN CPU kernels are off on this CPU (%s); R2U-Net "
+                    "trained 1.8x faster with them on an x86 CPU where TensorFlow left "
+                    "them off. To use them, set TF_ENABLE_ONEDNN_OPTS=1 in the environment "
+                    "before TensorFlow is imported (TF_ENABLE_ONEDNN_OPTS=0: no hint).",
+                    cpu_model())
+
+
 def resolve_dtype(requested: str) -> str:
     """`auto` -> the fastest compute dtype that needs no care here."""
+    log_onednn_hint()
     if requested != "auto":
         return requested
     devices = gpus()
@@ -57,6 +88,7 @@ def resolve_xla(requested: str) -> bool:
     """`auto` -> XLA on GPUs, off on CPUs (measured slower there: see module doc)."""
     if requested not in ("auto", "on", "off"):
         raise ValueError(f"xla must be auto, on or off, got {requested!r}")
+    log_onednn_hint()
     if requested != "auto":
         return requested == "on"
     choice = bool(gpus())
