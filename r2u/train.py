@@ -5,13 +5,14 @@
 compiles it with `tf.function` (XLA by `jit_compile`). `make_train_loop` fuses several
 steps into one host call. `train` is the host loop: validation each epoch, checkpoints
 (latest and best), TensorBoard summaries, progress, and a SavedModel export of the best
-model at the end.
+model at the end. `ckpt/validation.json` records the validated epochs, so a run killed
+at any point resumes to the same history, best checkpoint and export.
 """
 
 import dataclasses
 import json
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -21,6 +22,8 @@ from r2u import devices
 from r2u import distribute
 from r2u import evaluation
 from r2u import export
+from r2u import faults
+from r2u import layers
 from r2u import losses
 from r2u import metrics
 from r2u import models
@@ -42,8 +45,12 @@ class State:
     loss_scale: Optional[optim.LossScale]
     train_metrics: metrics.StreamingMetrics
 
-    def checkpoint(self) -> tf.train.Checkpoint:
+    def checkpoint(self, train_metrics: bool = True) -> tf.train.Checkpoint:
+        """The training metrics (of the epoch so far) are saved too, so a resumed epoch
+        reports what an uninterrupted one does; `False` reads checkpoints from before."""
         extra = {"loss_scale": self.loss_scale} if self.loss_scale else {}
+        if train_metrics:
+            extra["train_metrics"] = self.train_metrics
         return tf.train.Checkpoint(model=self.model, opt=self.opt, step=self.step,
                                    bad_steps=self.bad_steps, **extra)
 
@@ -82,8 +89,12 @@ def make_train_step(state: State, loss_fn: Callable, clip_norm: float, jit_compi
         logging.info("XLA with %d replicas: forward and backward per replica only",
                      strategy.num_replicas_in_sync)
 
+    # Written in the forward pass, before the step is known to be finite.
+    kept = _moving_statistics(state.model) + list(state.train_metrics.variables)
+
     def replica_step(batch):
         ctx = tf.distribute.get_replica_context()
+        before = [v.read_value() for v in kept]  # this replica's copies
         pixels = tf.reduce_sum(batch["fov"])
         share = pixels / tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, pixels), 1.0)
         grads_fn = lambda b, s: _gradients(state, loss_fn, b, s)  # noqa: E731
@@ -93,7 +104,9 @@ def make_train_step(state: State, loss_fn: Callable, clip_norm: float, jit_compi
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         if state.loss_scale:
             grads = [g / state.loss_scale.scale for g in grads]
-        finite = optim.all_finite(grads)
+        finite = optim.all_finite(grads)  # of the global batch: every replica agrees
+        for var, value in zip(kept, before):
+            var.assign(tf.where(finite, var, value))
         grads, norm = tf.clip_by_global_norm(grads, clip_norm)
         return {"grads": grads, "loss": ctx.all_reduce(tf.distribute.ReduceOp.SUM, loss),
                 "grad_norm": norm, "finite": finite}
@@ -106,7 +119,10 @@ def make_train_step(state: State, loss_fn: Callable, clip_norm: float, jit_compi
             state.loss_scale.update(out["finite"])
         if learning_rate is not None:
             state.opt.learning_rate.assign(learning_rate(state.step))
-        if out["finite"]:  # a non-finite step changes nothing (float16 retries lower)
+        # A non-finite step leaves the weights, the optimizer, the batch-norm statistics
+        # and the training metrics as they were; the step and bad-step counters, the
+        # loss scale (float16 retries lower) and the dropout stream move on.
+        if out["finite"]:
             # Back in replica context: each replica updates its copy of the weights.
             strategy.run(lambda g: state.opt.apply(g, state.model.trainable_variables),
                          args=(grads,))
@@ -116,6 +132,12 @@ def make_train_step(state: State, loss_fn: Callable, clip_norm: float, jit_compi
         return out
     return tf.function(step, jit_compile=jit_compile and not replicated,
                        reduce_retracing=True)
+
+
+def _moving_statistics(model: tf.Module) -> list:
+    """The batch-norm moving statistics: non-trainable, updated by training forward passes."""
+    return [v for m in model.submodules if isinstance(m, layers.BatchNorm)
+            for v in m.variables if not v.trainable]
 
 
 def _gradients(state: State, loss_fn: Callable, batch: Dict, share: tf.Tensor):
@@ -130,20 +152,30 @@ def _gradients(state: State, loss_fn: Callable, batch: Dict, share: tf.Tensor):
     return grads, loss
 
 
-def make_train_loop(step: Callable, steps_per_call: int) -> Callable:
-    """`steps_per_call` steps per host call; returns the mean loss and whether all were finite.
+def make_train_loop(step: Callable, steps_per_call: int,
+                    stop_at_non_finite: bool = False) -> Callable:
+    """`steps_per_call` steps per host call; returns the mean loss, whether all were
+    finite and how many ran ("steps").
 
+    With `stop_at_non_finite` (float32/bfloat16, where a non-finite step is a bug or
+    bad data) the call ends at the first non-finite step, so no later step is applied.
     Pulling batches from the iterator stays outside XLA; the step inside is compiled.
     """
     @tf.function
     def loop(iterator):
         total, finite, norm = tf.constant(0.0), tf.constant(True), tf.constant(0.0)
+        count = tf.constant(0)
         for _ in tf.range(steps_per_call):
             out = step(next(iterator))
             total += out["loss"]
             finite = tf.logical_and(finite, out["finite"])
             norm = out["grad_norm"]
-        return {"loss": total / steps_per_call, "finite": finite, "grad_norm": norm}
+            count += 1
+            if stop_at_non_finite:
+                if not out["finite"]:
+                    break
+        return {"loss": total / tf.cast(count, tf.float32), "finite": finite,
+                "grad_norm": norm, "steps": count}
     return loop
 
 
@@ -154,20 +186,29 @@ def foreground_fn(model: tf.Module) -> Callable:
 
 
 def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
-          resume: bool = False, strategy: Optional[tf.distribute.Strategy] = None) -> Dict:
+          resume: bool = False, strategy: Optional[tf.distribute.Strategy] = None,
+          resume_overrides: bool = False) -> Dict:
     """Trains `exp` on prepared TFRecords in `data_dir`; returns the final summary.
 
     Under a multi-worker strategy every worker calls this with the same arguments: only
     the chief writes `model_dir`, the others a private folder deleted at the end, and
     with `resume` every worker restores the chief's latest checkpoint (`r2u.distribute`).
 
-    Raises FloatingPointError naming the step and the last good checkpoint when a loss or
-    gradient is not finite in float32/bfloat16 (float16 skips such steps instead), and
-    DataError naming the shard when a record is corrupt (found by its sha256).
+    `resume` continues the run in `model_dir` where it stopped, whenever it was killed:
+    with the same checkpoints, validation records, best checkpoint, export and summary
+    as a run never interrupted (a run that stopped early stays stopped). It refuses an
+    `exp` that differs from `config.json` (but for `inference`, which training fills
+    in) unless `resume_overrides`, which also lets a run that stopped early go on.
+
+    Raises FloatingPointError naming the step and the last good checkpoint at the first
+    step whose loss or gradient is not finite in float32/bfloat16 (float16 skips such
+    steps instead), and DataError naming the shard when a record is corrupt (found by
+    its sha256).
     """
     strategy = strategy or tf.distribute.get_strategy()
     with distribute.worker_dir(strategy, model_dir) as out_dir:
         cfg = exp.train
+        _check_resume(exp, model_dir, resume, resume_overrides)
         _write_text(os.path.join(out_dir, "config.json"), exp.to_json())
         tf.random.set_seed(cfg.seed)
         with strategy.scope():
@@ -176,7 +217,7 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         ckpt = state.checkpoint()
         latest = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"), 3)
         best = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "best"), 1)
-        _restore(ckpt, state, model_dir, resume, strategy)
+        _restore(state, model_dir, strategy)
         loss_fn = losses.loss_fn(cfg.loss, _class_weights(cfg.class_weights, data_dir))
         total_steps = cfg.steps or cfg.epochs * _steps_per_epoch_of(data_dir, exp)
         schedule = lambda step: optim.learning_rate(  # noqa: E731
@@ -186,9 +227,11 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         done = int(state.step.numpy())
         iterator = iter(strategy.distribute_datasets_from_function(
             lambda ctx: _training_dataset(data_dir, exp, ctx, done)))
+        epochs = _Epochs(exp, state, plain, data_dir, model_dir, out_dir, best, strategy)
+        if resume_overrides:  # new settings may train on after an early stop
+            epochs.done["stopped"] = False
         try:
-            history, best_record = _fit(exp, state, plain, step, iterator, data_dir,
-                                        model_dir, out_dir, latest, best, strategy)
+            _fit(exp, state, step, iterator, data_dir, model_dir, latest, epochs)
         except tf.errors.DataLossError as e:
             # A shard of the right size with changed bytes: name it by its sha256.
             manifest.verify(data_dir, full=True)
@@ -200,6 +243,7 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
                 logging.warning("interrupted: saved %s", path)
             logging.warning("continue from the last checkpoint with --resume")
             raise
+        history, best_record = epochs.done["history"], epochs.done["best"]
         steps = int(state.step.numpy())  # before the best checkpoint sets it back
         if best.latest_checkpoint:
             ckpt.restore(best.latest_checkpoint).expect_partial()
@@ -219,71 +263,161 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         return summary
 
 
-def _fit(exp, state, plain, step, iterator, data_dir, model_dir, out_dir, latest, best,
-         strategy) -> Tuple[list, float]:
-    """Epochs of steps, validation, checkpoints; returns the records and the best one.
-
-    The best checkpoint has the best validation headline metric at its own best
-    threshold (`r2u.operating_point`), not Dice at a fixed 0.5.
-    """
+def _fit(exp, state, step, iterator, data_dir, model_dir, latest, epochs) -> None:
+    """Epochs of steps, each ended by the latest checkpoint and `epochs.end`."""
     cfg = exp.train
     steps_per_epoch = _steps_per_epoch_of(data_dir, exp)
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
-    predict = foreground_fn(plain)
-    loops, history = {}, []
-    writers = summaries.Writers(out_dir)
-    best_record = _best_record(model_dir)
-    best_score = float(distribute.from_chief(strategy, [best_record.get("score", -1.0)])[0])
+    stop_at_non_finite = state.loss_scale is None
+    loops = {}
     progress = summaries.Progress(total_steps, cfg.batch_size)
     done = int(state.step.numpy())
-    while done < total_steps:
+    if done > epochs.done["step"] and (done % steps_per_epoch == 0 or done == total_steps):
+        # Killed after the latest checkpoint, before its validation was recorded: the
+        # same weights, validated again, give the record the first run would have.
+        logging.info("validating step %d again: its validation was not recorded", done)
+        epochs.end(done, (done - 1) // steps_per_epoch, progress)
+    while done < total_steps and not epochs.done["stopped"]:
         progress.resume()
         epoch = done // steps_per_epoch
-        state.train_metrics.reset()
+        if done % steps_per_epoch == 0:  # a resumed epoch keeps its restored metrics
+            state.train_metrics.reset()
         todo = min(steps_per_epoch * (epoch + 1), total_steps) - done
         while todo > 0:
             n = min(cfg.steps_per_call, todo)
             if n not in loops:
-                loops[n] = make_train_loop(step, n)
+                loops[n] = make_train_loop(step, n, stop_at_non_finite)
             out = loops[n](iterator)
+            if stop_at_non_finite and not bool(out["finite"]):  # one fetch per call
+                _raise_non_finite(state, total_steps, model_dir)
             done, todo = done + n, todo - n
-            if done % cfg.log_every < n or todo == 0:  # the only host fetches
-                _check_finite(state, done, model_dir)
+            if done % cfg.log_every < n or todo == 0:  # the only other host fetches
                 progress.update(done, float(out["loss"]))
                 rate = {"images_per_second": progress.rate} if progress.rate else {}
-                writers.scalars("train", done, loss=out["loss"], grad_norm=out["grad_norm"],
-                                learning_rate=state.opt.learning_rate.numpy(), **rate)
+                epochs.writers.scalars("train", done, loss=out["loss"],
+                                       grad_norm=out["grad_norm"],
+                                       learning_rate=state.opt.learning_rate.numpy(),
+                                       **rate)
         progress.pause()  # rate and ETA count training only
-        _check_finite(state, done, model_dir)
         latest.save(checkpoint_number=done)
-        distribute.copy_variables(state.model, plain)
-        record = _end_epoch(exp, state, data_dir, writers, epoch, predict)
-        # Saving is collective: every worker must take the chief's decision.
-        record["score"] = float(distribute.from_chief(strategy, [record["score"]])[0])
-        history.append(record)
-        if record["score"] > best_score:
-            best_score, best_record = record["score"], record
-            best.save(checkpoint_number=done)
-            _write_json(os.path.join(out_dir, "best.json"), record)
+        faults.point("after_latest_save")
+        epochs.end(done, epoch, progress)
+
+
+class _Epochs:
+    """Ends epochs: validation, the best checkpoint, and the record of both.
+
+    `ckpt/validation.json` (the history, the best record, the last validated step and
+    whether training stopped early) is written last, in one rename, after the latest
+    checkpoint, the validation and the best checkpoint of the epoch. A run killed
+    anywhere in between resumes from the record of the previous epoch, and `_fit`
+    validates the restored checkpoint again.
+    """
+
+    def __init__(self, exp, state, plain, data_dir, model_dir, out_dir, best, strategy):
+        self.exp, self.state, self.plain, self.data_dir = exp, state, plain, data_dir
+        self.out_dir, self.best, self.strategy = out_dir, best, strategy
+        self.predict = foreground_fn(plain)
+        self.writers = summaries.Writers(out_dir)
+        self.done = _read_validation(model_dir, int(state.step.numpy()))
+        if not self.done["step"]:  # a fresh run: its record exists from the start
+            os.makedirs(os.path.dirname(_validation_path(out_dir)), exist_ok=True)
+            _write_json(_validation_path(out_dir), self.done)
+        # Saving is collective: every worker must take the chief's decisions.
+        self.best_score = float(distribute.from_chief(
+            strategy, [self.done["best"].get("score", -1.0)])[0])
+
+    def end(self, done: int, epoch: int, progress: summaries.Progress) -> None:
+        distribute.copy_variables(self.state.model, self.plain)
+        record = _end_epoch(self.exp, self.state, self.data_dir, self.writers, epoch,
+                            self.predict)
+        record["score"] = float(distribute.from_chief(self.strategy, [record["score"]])[0])
+        faults.point("after_validation")
+        history, best = self.done["history"] + [record], self.done["best"]
+        if record["score"] > self.best_score:
+            self.best_score, best = record["score"], record
+            self.best.save(checkpoint_number=done)
+            _write_json(os.path.join(self.out_dir, "best.json"), record)
+            faults.point("after_best_save")
+        cfg = self.exp.train
+        stopped = False
         if cfg.early_stopping and _stale(history, cfg.early_stopping):
             logging.info("early stopping after epoch %d", epoch + 1)
-            break
-        if cfg.max_minutes and progress.training_seconds() > 60 * cfg.max_minutes:
+            stopped = True
+        elif cfg.max_minutes and progress.training_seconds() > 60 * cfg.max_minutes:
             logging.warning("time budget of %g minutes of training spent: stopping after "
-                            "epoch %d at step %d of %d", cfg.max_minutes, epoch + 1, done,
-                            total_steps)
-            break
-    return history, best_record
+                            "epoch %d at step %d", cfg.max_minutes, epoch + 1, done)
+            stopped = True
+        self.done = {"step": done, "history": history, "best": best, "stopped": stopped}
+        _write_json(_validation_path(self.out_dir), self.done)
+        faults.point("after_validation_save")
 
 
-def _restore(ckpt, state, model_dir, resume, strategy) -> None:
+def _validation_path(out_dir: str) -> str:
+    return os.path.join(out_dir, "ckpt", "validation.json")
+
+
+def _read_validation(model_dir: str, step: int) -> Dict:
+    """The chief's record of the epochs validated up to checkpoint `step`.
+
+    For a model_dir written before there was a record: an empty history and best.json,
+    as if `step` was validated.
+    """
+    path = _validation_path(model_dir)
+    if os.path.exists(path):
+        with open(path) as f:
+            record = json.load(f)
+        if record["step"] <= step:
+            return record
+        logging.warning("%s is of step %d, after checkpoint step %d: not used", path,
+                        record["step"], step)
+    return {"step": step, "history": [], "best": _best_record(model_dir), "stopped": False}
+
+
+def _check_resume(exp, model_dir: str, resume: bool, resume_overrides: bool) -> None:
+    """Refuses to overwrite a run without `resume`, or to change its config silently."""
+    if not tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt")):
+        return
+    if not resume:
+        raise FileExistsError(f"{model_dir} already holds checkpoints; pass resume=True "
+                              "(--resume) to continue or use another model_dir")
+    path = os.path.join(model_dir, "config.json")
+    if resume_overrides or not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = _flatten(json.load(f))
+    new = _flatten(json.loads(exp.to_json()))
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k, "<absent>") != new.get(k, "<absent>")
+                     and not k.startswith("inference."))  # training writes it at the end
+    if changed:
+        diffs = ", ".join(f"{k} {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+                          for k in changed)
+        raise ValueError(f"{model_dir}: resuming with a configuration that differs from "
+                         f"its config.json in {diffs}; resume with the same settings, or "
+                         "pass resume_overrides=True (bin/train --allow_changed_config) "
+                         "to continue with the new ones")
+
+
+def _flatten(tree: Dict, prefix: str = "") -> Dict:
+    """{"train": {"steps": 3}} -> {"train.steps": 3}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _restore(state, model_dir, strategy) -> None:
     """Continues from the chief's latest checkpoint, on every worker."""
     path = tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt"))
     if path:
-        if not resume:
-            raise FileExistsError(f"{model_dir} already holds checkpoints; pass resume=True "
-                                  "(--resume) to continue or use another model_dir")
-        ckpt.restore(path).assert_existing_objects_matched()
+        # Checkpoints written before the training metrics were saved restore without.
+        names = [name for name, _ in tf.train.list_variables(path)]
+        metrics_saved = any(name.startswith("train_metrics/") for name in names)
+        state.checkpoint(metrics_saved).restore(path).assert_existing_objects_matched()
         logging.info("resumed from %s at step %d", path, int(state.step.numpy()))
     distribute.check_same_step(strategy, int(state.step.numpy()), model_dir)
 
@@ -338,13 +472,13 @@ def _end_epoch(exp, state, data_dir, writers, epoch, predict) -> Dict:
     return record
 
 
-def _check_finite(state, done, model_dir) -> None:
-    """float32/bfloat16: a non-finite step is a bug or bad data, so stop before saving."""
-    if state.loss_scale is None and int(state.bad_steps.numpy()) > 0:
-        raise FloatingPointError(
-            f"non-finite loss or gradient in the steps up to step {done} (skipped, not "
-            f"applied); nothing was written; last good checkpoint: "
-            f"{tf.train.latest_checkpoint(os.path.join(model_dir, 'ckpt'))}")
+def _raise_non_finite(state, total_steps: int, model_dir: str) -> None:
+    """float32/bfloat16: a non-finite step is a bug or bad data, so stop right there."""
+    step = int(state.step.numpy())
+    raise FloatingPointError(
+        f"non-finite loss or gradient at step {step} of {total_steps}: training stopped "
+        f"there, that step was not applied and nothing was saved after it; last good "
+        f"checkpoint: {tf.train.latest_checkpoint(os.path.join(model_dir, 'ckpt'))}")
 
 
 def _class_weights(spec: str, data_dir: str):

@@ -3,7 +3,9 @@
 import dataclasses
 import json
 import os
+import re
 import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -35,8 +37,9 @@ def tiny_experiment(**train_kw):
         exp,
         model=dataclasses.replace(exp.model, filters=4, depth=2, dropout=0.1),
         data=dataclasses.replace(exp.data, cache=True),
-        train=dataclasses.replace(exp.train, batch_size=4, steps_per_epoch=2, epochs=2,
-                                  log_every=1, xla="off", **train_kw))
+        train=dataclasses.replace(exp.train, **{
+            **dict(batch_size=4, steps_per_epoch=2, epochs=2, log_every=1, xla="off"),
+            **train_kw}))
 
 
 def fixed_batch(n=4, size=32, seed=0):
@@ -121,6 +124,50 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         for a, b in zip(before, state.model.trainable_variables):
             self.assertAllEqual(a, b)
 
+    @parameterized.parameters("float32", "bfloat16")
+    def test_loop_stops_at_the_first_non_finite_step(self, dtype):
+        exp = tiny_experiment()
+        exp = dataclasses.replace(exp, model=dataclasses.replace(
+            exp.model, arch="resunet", depth=1, compute_dtype=dtype, dropout=0.0))
+        batches = [fixed_batch(size=16, seed=s) for s in range(4)]
+        batches[1]["image"] = batches[1]["image"] * np.nan  # step 2 of 4
+        reference = train.make_state(exp)  # the same initial weights, step 1 only
+        train.make_train_step(reference, losses.loss_fn("wce"), 1.0, False)(batches[0])
+        state = train.make_state(exp)
+        loop = train.make_train_loop(
+            train.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False), 4,
+            stop_at_non_finite=True)
+        out = loop(iter(tf.data.Dataset.from_tensor_slices(
+            {k: tf.stack([b[k] for b in batches]) for k in batches[0]})))
+        self.assertFalse(bool(out["finite"]))
+        self.assertEqual(int(out["steps"]), 2)
+        self.assertEqual(int(state.step), 2)  # steps 3 and 4 never ran
+        self.assertEqual(int(state.bad_steps), 1)
+        for a, b in zip(_weights(reference), _weights(state), strict=True):
+            self.assertAllEqual(a, b, msg=a.name)  # as after step 1, statistics too
+            self.assertTrue(np.all(np.isfinite(b.numpy())), b.name)
+
+    def test_float16_non_finite_step_leaves_batch_norm_statistics_and_metrics(self):
+        exp = tiny_experiment()
+        exp = dataclasses.replace(exp, model=dataclasses.replace(
+            exp.model, arch="resunet", depth=1, compute_dtype="float16"))
+        state = train.make_state(exp)
+        step = train.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False)
+        step(fixed_batch(seed=1))  # statistics and metrics away from their initial values
+        stats = train._moving_statistics(state.model)
+        self.assertNotEmpty(stats)
+        self.assertLen(stats, len([v for v in state.model.variables if "moving_" in v.name]))
+        kept = stats + list(state.train_metrics.variables)
+        before = [v.numpy() for v in kept]
+        batch = fixed_batch()
+        batch["image"] = tf.tensor_scatter_nd_update(batch["image"], [[0, 0, 0, 0]],
+                                                     [np.nan])
+        self.assertFalse(bool(step(batch)["finite"]))
+        self.assertEqual(int(state.bad_steps), 1)
+        for value, var in zip(before, kept):
+            self.assertAllEqual(value, var, msg=var.name)
+            self.assertTrue(np.all(np.isfinite(var.numpy())), var.name)
+
     def test_xla_step_matches_default_step(self):
         exp = tiny_experiment()
         exp = dataclasses.replace(exp, model=dataclasses.replace(
@@ -174,7 +221,13 @@ class TrainLoopTest(tf.test.TestCase):
         train.train(exp, straight, tiny_data())
         half = dataclasses.replace(exp, train=dataclasses.replace(exp.train, steps=3))
         train.train(half, split, tiny_data())
-        train.train(exp, split, tiny_data(), resume=True)
+        with open(os.path.join(split, "config.json")) as f:
+            written = f.read()
+        with self.assertRaisesRegex(ValueError, r"config.json in train.steps 3 -> None;"):
+            train.train(exp, split, tiny_data(), resume=True)
+        with open(os.path.join(split, "config.json")) as f:
+            self.assertEqual(f.read(), written)  # refused before writing anything
+        train.train(exp, split, tiny_data(), resume=True, resume_overrides=True)
         a, b = (tf.saved_model.load(os.path.join(d, "export")) for d in (straight, split))
         image = fixed_batch(n=1)["image"]
         self.assertAllClose(a.serve(image), b.serve(image), atol=1e-6)
@@ -185,6 +238,56 @@ class TrainLoopTest(tf.test.TestCase):
         for name in names:  # CPU, fixed seed: identical up to float summation order
             self.assertAllClose(ckpts[0].get_tensor(name), ckpts[1].get_tensor(name),
                                 atol=1e-6, msg=name)
+
+    def test_resume_refuses_another_config_naming_the_fields(self):
+        model_dir = tempfile.mkdtemp()
+        exp = tiny_experiment(epochs=1)
+        tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)),
+                                   os.path.join(model_dir, "ckpt"), 1).save()
+        with open(os.path.join(model_dir, "config.json"), "w") as f:
+            # As training leaves it: with the threshold it chose, which is no change.
+            f.write(dataclasses.replace(exp, inference=config.InferenceConfig(0.3)).to_json())
+        train._check_resume(exp, model_dir, resume=True, resume_overrides=False)
+        longer = dataclasses.replace(exp, train=dataclasses.replace(
+            exp.train, epochs=2, learning_rate=0.01))
+        with self.assertRaisesRegex(
+                ValueError, r"^[^\n]*config.json in train.epochs 1 -> 2, "
+                r"train.learning_rate 0.001 -> 0.01;[^\n]*resume_overrides=True[^\n]*$"):
+            train._check_resume(longer, model_dir, resume=True, resume_overrides=False)
+        train._check_resume(longer, model_dir, resume=True, resume_overrides=True)
+        with self.assertRaisesRegex(FileExistsError, "--resume"):
+            train._check_resume(exp, model_dir, resume=False, resume_overrides=True)
+
+    def test_non_finite_step_stops_training_at_that_step(self):
+        # Log points every 4 steps: the check must not wait for them.
+        exp = tiny_experiment(log_every=4)
+        exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, arch="unet"))
+        model_dir, states = tempfile.mkdtemp(), []
+        real_dataset, real_state = train._training_dataset, train.make_state
+
+        def poisoned(*args):  # the images of the 3rd batch (step 3) are NaN
+            return real_dataset(*args).enumerate().map(lambda i, b: {
+                **b, "image": tf.where(i == 2, np.nan, b["image"])})
+
+        def keep(*args):
+            states.append(real_state(*args))
+            return states[-1]
+
+        good = os.path.join(model_dir, "ckpt", "ckpt-2")
+        with mock.patch.object(train, "_training_dataset", poisoned), \
+                mock.patch.object(train, "make_state", keep):
+            with self.assertRaisesRegex(FloatingPointError,
+                                        rf"at step 3 of 4: .*last good checkpoint: "
+                                        rf"{re.escape(good)}$"):
+                train.train(exp, model_dir, tiny_data())
+        self.assertEqual(int(states[0].step), 3)
+        self.assertEqual(tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt")), good)
+        self.assertFalse(os.path.exists(os.path.join(model_dir, "summary.json")))
+        # Nothing changed after step 2: weights, Adam and batch-norm statistics.
+        saved = train.make_state(exp)
+        saved.checkpoint().read(good).expect_partial()
+        for a, b in zip(_weights(saved), _weights(states[0]), strict=True):
+            self.assertAllEqual(a, b, msg=a.name)
 
     def test_export_predicts_what_the_best_checkpoint_predicts(self):
         model_dir = tempfile.mkdtemp()
@@ -198,7 +301,13 @@ class TrainLoopTest(tf.test.TestCase):
             tfrecord.shard_paths(tiny_data(), "test")).map(tfrecord.parse)))["image"][None],
             tf.float32)
         want = inference.probabilities(state.model, preprocess.preprocess(raw, 3))
-        self.assertAllClose(loaded.serve(raw), want, atol=1e-5)
+        self.assertAllClose(loaded.serve(raw)["probabilities"], want, atol=1e-5)
+
+
+def _weights(state):
+    """Everything a step may change but the counters: weights, Adam, BN statistics."""
+    return (list(state.model.trainable_variables) + train._moving_statistics(state.model)
+            + [state.opt.iterations, *state.opt.m, *state.opt.v])
 
 
 if __name__ == "__main__":
