@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import r2u  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the r2u commands, before TF
 from absl import app
 from absl import flags
 import tensorflow as tf

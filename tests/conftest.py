@@ -4,7 +4,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import r2u  # noqa: E402,F401  (before any test imports TensorFlow: the kernels users get)
+# The kernels the r2u commands run with (they set this before TensorFlow loads).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def pytest_collection_modifyitems(config, items):

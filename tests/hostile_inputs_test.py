@@ -182,7 +182,7 @@ class PrepareHostileInputsTest(tf.test.TestCase):
         deep_mask[:, 8:] = 65535
         Image.fromarray(deep_mask).save(mask)
         prepare.prepare("isic", raw, out, image_size=(14, 16))
-        example = parsed(out, "train")["ISIC_0000001"]
+        example = parsed(out, "validation")["ISIC_0000001"]  # the held-out one of 3
         self.assertAllEqual(example["image"], np.full((14, 16, 3), 40000 >> 8))
         self.assertAllEqual(example["mask"][..., 0], deep_mask >> 15)
 
@@ -193,7 +193,7 @@ class PrepareHostileInputsTest(tf.test.TestCase):
         # Not merely anti-aliased: far more than 1% of the values are not 0 or 255.
         self.assertGreater(np.mean((blurred != 0) & (blurred != 255)), 0.05)
         image = np.full((64, 64, 3), 120, np.uint8)
-        for i, tag in enumerate(("Training", "Validation")):
+        for i, tag in enumerate(("Training", "Training", "Training", "Validation")):
             make_isic_pair(raw, f"ISIC_000000{i}", image, blurred, tag)
         prepare.prepare("isic", raw, out, image_size=64)
         mask = parsed(out, "train")["ISIC_0000000"]["mask"][..., 0]
@@ -203,7 +203,7 @@ class PrepareHostileInputsTest(tf.test.TestCase):
         raw, out = _tmpdir(self), _tmpdir(self)
         yy, xx = np.mgrid[:64, :64]
         ramp = jpeg_round_trip(((xx + yy) * 2).astype(np.uint8), quality=75)
-        for i, tag in enumerate(("Training", "Validation")):
+        for i, tag in enumerate(("Training", "Training", "Training", "Validation")):
             make_isic_pair(raw, f"ISIC_000000{i}", np.full((64, 64, 3), 9, np.uint8),
                            ramp, tag)
         mask = os.path.join(raw, TRAIN_TRUTH, "ISIC_0000000_segmentation.png")
@@ -256,14 +256,14 @@ class TinyModelTestCase(tf.test.TestCase):
 
 class MissingSplitTest(TinyModelTestCase):
 
-    def test_prepare_without_the_isic_validation_folder_fails_in_one_line(self):
+    def test_prepare_without_the_isic_training_folder_fails_in_one_line(self):
         raw, out = _tmpdir(self), _tmpdir(self)
-        isic_test.make_isic(raw, splits=("Training",))
+        isic_test.make_isic(raw, splits=("Validation",))
         proc = run_cli(self, "prepare", "--dataset=isic", f"--data_dir={raw}",
                        f"--out_dir={out}")
-        # Training monitors the validation split: failing now beats failing an epoch in.
+        # Validation is held out of Training, so without it nothing can be prepared.
         assert_one_error_line(self, proc, 1, f"prepare: error: {raw}:",
-                              "expected folder 'ISIC-2017_Validation_Data'")
+                              "expected folder 'ISIC-2017_Training_Data'")
         self.assertEqual(os.listdir(out), [])
 
     def test_prepare_without_the_drive_test_folder_fails_naming_it(self):
@@ -279,8 +279,8 @@ class MissingSplitTest(TinyModelTestCase):
 
     def test_evaluate_on_a_split_the_prepared_data_lacks_fails_in_one_line(self):
         raw, data = _tmpdir(self), _tmpdir(self)
-        isic_test.make_isic(raw)
-        # No ISIC-2017_Test_v2 folders (as in our real copy): prepared without "test".
+        isic_test.make_isic(raw, splits=("Training",))
+        # No official Validation or Test_v2 folders: prepared without "test".
         manifest = prepare.prepare("isic", raw, data, image_size=8)
         self.assertEqual(set(manifest["splits"]), {"train", "validation"})
         out = os.path.join(_tmpdir(self), "eval.json")

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no INFO lines per event file
-import r2u  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the r2u commands, before TF
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import tensorflow as tf  # noqa: E402

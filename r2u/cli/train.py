@@ -30,6 +30,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Raw dataset folder or prepare
                                 "(default: $R2U_DATA_DIR/<dataset>; none for synthetic).")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Output folder (default runs/DATASET-ARCH).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the latest checkpoint.")
+_ALLOW_CHANGED = flags.DEFINE_bool("allow_changed_config", False, "With --resume, continue "
+                                   "with settings that differ from config.json.")
 _VERIFY = flags.DEFINE_bool("verify_data", False, "Check every shard's sha256 (slow); "
                             "without it only their sizes are checked.")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored",
@@ -109,6 +111,7 @@ def main(argv):
                                            exp.data.validation_count)
         manifest.verify(data_dir, full=_VERIFY.value)
         summary = train.train(exp, model_dir, data_dir, resume=_RESUME.value,
+                              resume_overrides=_ALLOW_CHANGED.value,
                               strategy=strategy)
     except (ValueError, FileExistsError, FloatingPointError, OSError) as e:
         logging.error("%s", e)
