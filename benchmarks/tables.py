@@ -4,6 +4,8 @@
     python benchmarks/tables.py bench benchmarks/results/bench.json
     python benchmarks/tables.py results benchmarks/results/drive-*.json
     python benchmarks/tables.py scaling benchmarks/results/scaling.json
+    python benchmarks/tables.py ablation benchmarks/results/isic-r2unet.json \
+        benchmarks/results/isic-r2unet-*.json        # the first file is the baseline
 
 Tables are printed, never typed by hand, so the README quotes exactly what was measured.
 """
@@ -102,8 +104,39 @@ def scaling_table(path: str) -> str:
     return "\n".join(rows)
 
 
+def _flatten(config: dict) -> dict:
+    return {f"{part}.{k}": v for part, fields in config.items() if part != "inference"
+            for k, v in fields.items()}
+
+
+def ablation_table(paths) -> str:
+    """First file = the baseline; each other row: the settings it changed and the deltas."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    base = runs[0]
+    headline = base["validation"]["headline"]
+    kind, metric = {"pooled_f1": ("pooled", "f1"),
+                    "per_image_jaccard": ("per_image_mean", "jaccard")}[headline]
+    rows = [f"| lever | validation {headline} | test {headline} (its threshold) | "
+            "delta test | test AUC | train (min) |", "|---|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        changed = {k: v for k, v in _flatten(r["config"]).items()
+                   if _flatten(base["config"]).get(k) != v}
+        lever = ", ".join(f"{k.split('.')[1]}={v}" for k, v in sorted(changed.items())
+                          if not k.endswith("seed")) or "baseline"
+        test = r["evaluation"][kind][metric]
+        t = r["evaluation"]["inference"]["threshold"]
+        delta = test - base["evaluation"][kind][metric]
+        rows.append(f"| {lever} | {r['validation']['best_score']:.4f} | {test:.4f} "
+                    f"({t:.2f}) | {delta:+.4f} | {r['evaluation'][kind]['auc']:.4f} | "
+                    f"{r['train_seconds'] / 60:.0f} |")
+    return "\n".join(rows)
+
+
 TABLES = {"bench": lambda paths: bench_table(paths[0]), "results": results_table,
-          "scaling": lambda paths: scaling_table(paths[0])}
+          "scaling": lambda paths: scaling_table(paths[0]), "ablation": ablation_table}
 
 
 def main(argv):

@@ -119,13 +119,15 @@ def exact_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
       positives, negatives: the scores (probabilities or logits) of the foreground
         and background pixels, any shape. 1 when either is empty, like `auc`.
     """
-    pos = np.ravel(np.asarray(positives, np.float64))
-    neg = np.sort(np.ravel(np.asarray(negatives, np.float64)))
+    pos, neg = (np.ravel(np.asarray(v)) for v in (positives, negatives))
+    dtype = np.result_type(pos, neg, np.float32)  # float32 scores sort as float32: exact
+    pos, neg = pos.astype(dtype, copy=False), np.sort(neg.astype(dtype, copy=False))
     if pos.size == 0 or neg.size == 0:
         return 1.0
     below = np.searchsorted(neg, pos, side="left")
     ties = np.searchsorted(neg, pos, side="right") - below
-    return float((below.sum() + 0.5 * ties.sum()) / (pos.size * float(neg.size)))
+    wins = below.sum(dtype=np.int64) + 0.5 * ties.sum(dtype=np.int64)
+    return float(wins / (pos.size * float(neg.size)))
 
 
 def per_image_scores(probs: tf.Tensor, labels: tf.Tensor,
