@@ -16,7 +16,6 @@ statistics, not at the weights.
 """
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from absl import flags  # noqa: E402
 
 from r2u import checkpoints  # noqa: E402
 from r2u import evaluation  # noqa: E402
+from r2u import files  # noqa: E402
 from r2u import inference  # noqa: E402
 from r2u import metrics  # noqa: E402
 from r2u import operating_point  # noqa: E402
@@ -101,10 +101,7 @@ def main(argv):
         out = {"model_dir": _MODEL_DIR.value, "split": _SPLIT.value, "step": predictor.step,
                "headline": exp.data.headline, "model_threshold": predictor.threshold,
                "num_images": len(examples), "modes": results}
-        tmp = _JSON.value + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1, sort_keys=True)
-        os.replace(tmp, _JSON.value)
+        files.write_json(_JSON.value, out, indent=1)
 
 
 if __name__ == "__main__":

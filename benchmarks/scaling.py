@@ -33,6 +33,7 @@ import tensorflow as tf
 from r2u import bench
 from r2u import config
 from r2u import devices
+from r2u import files
 from r2u import inference
 from r2u import models
 
@@ -136,14 +137,6 @@ def whole_vs_tiled(height: int, width: int) -> dict:
     return record
 
 
-def write_json(path: str, value) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv):
     del argv
     if not _REMAPPING.value:
@@ -181,7 +174,8 @@ def main(argv):
               f"{w['num_tiles']} {w['tile']}x{w['tile']} tiles stride {w['stride']}: "
               f"{w['tiled_s']:.1f} s ({w['tiled_over_whole_time']:.0f}x)")
     if _JSON.value:
-        write_json(_JSON.value, out)
+        os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
+        files.write_json(_JSON.value, out, sort_keys=False)
 
 
 if __name__ == "__main__":

@@ -186,12 +186,6 @@ def _saved_model_dir(path: str) -> Optional[str]:
     return None
 
 
-def _network(model: tf.Module) -> Callable:
-    spec = tf.TensorSpec([None, None, None, model.cfg.in_channels], tf.float32)
-    return tf.function(lambda x: inference.probabilities(model, x),
-                       input_signature=[spec])
-
-
 def _from_checkpoint(prefix: str, experiment: config_lib.Experiment) -> Predictor:
     model = models.build(experiment.model)
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -200,7 +194,7 @@ def _from_checkpoint(prefix: str, experiment: config_lib.Experiment) -> Predicto
     spec = export.InputSpec.of(experiment)
     # The very function that export.save serialises: both sources behave alike.
     serve = export.Exported(model, spec).serve
-    return Predictor(predict=_probabilities(serve), network=_network(model),
+    return Predictor(predict=_probabilities(serve), network=inference.network_fn(model),
                      model_cfg=experiment.model, spec=spec, source="checkpoint",
                      path=prefix, experiment=experiment, step=int(step))
 
@@ -224,7 +218,8 @@ def _from_saved_model(folder: str, experiment) -> Predictor:
     spec = export.InputSpec(contrast=bool(info.get("contrast", False)),
                             input_size=tuple(size) if size else None,
                             threshold=float(info.get("threshold", 0.5)))
-    return Predictor(predict=_probabilities(loaded.serve), network=_network(model),
+    return Predictor(predict=_probabilities(loaded.serve),
+                     network=inference.network_fn(model),
                      model_cfg=model_cfg, spec=spec, source="saved_model", path=folder,
                      experiment=experiment, owner=loaded)
 

@@ -128,14 +128,15 @@ def retina(dataset: str = "retina") -> Experiment:
             train=TrainConfig(epochs=50, batch_size=32))
 
 
+# The one list of datasets: r2u.data.prepare prepares exactly these.
 PRESETS = {
-        "synthetic": synthetic,
-        "synthetic_vessels": synthetic_vessels,
         "isic": isic,
         "drive": lambda: retina("drive"),
         "stare": lambda: retina("stare"),
         "chase": lambda: retina("chase"),
         "retina": retina,
+        "synthetic": synthetic,
+        "synthetic_vessels": synthetic_vessels,
 }
 
 

@@ -11,7 +11,6 @@ against observer 1 give the human baseline.
 
 import dataclasses
 import io
-import json
 import os
 import re
 import time
@@ -23,10 +22,11 @@ from absl import logging
 
 from r2u import checkpoints
 from r2u import config as config_lib
+from r2u import errors
+from r2u import figures
+from r2u import files
 from r2u import metrics
 from r2u import operating_point
-from r2u import predict
-from r2u.data import imageio
 from r2u.data import manifest as manifest_lib
 from r2u.data import prepare
 from r2u.data import tfrecord
@@ -43,7 +43,6 @@ DEFINITIONS = {
     "balanced_accuracy": "the second observer's binary mask has no ranking: its "
                          "'AUC' is (sensitivity + specificity) / 2",
 }
-FIGURE_MAX_SIDE = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +81,9 @@ def raw_examples(data_dir: str, split: str, with_mask2: bool = False) -> Iterato
       DataError: naming a shard that is missing, of the wrong size (a shard cut at a
         record boundary reads without error, one image short) or unreadable.
     """
-    files = tfrecord.shard_paths(data_dir, split)
+    shards = tfrecord.shard_paths(data_dir, split)
     manifest_lib.verify(data_dir, splits=[split])
-    for file in files:
+    for file in shards:
         dataset = tf.data.TFRecordDataset(file).map(
             lambda s: tfrecord.parse(s, with_mask2=with_mask2))
         try:
@@ -98,8 +97,8 @@ def raw_examples(data_dir: str, split: str, with_mask2: bool = False) -> Iterato
             # Drop TF's "{{function_node ...}}" and "[Op:...]" wrapping of the reason.
             reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message)
             message = " ".join(reason.split())[:300]
-            raise imageio.DataError(f"{file}: corrupt shard ({message}); re-run "
-                                    "bin/prepare") from e
+            raise errors.DataError(f"{file}: corrupt shard ({message}); re-run "
+                                   "bin/prepare") from e
 
 
 def has_mask2(data_dir: str, split: str) -> bool:
@@ -276,52 +275,18 @@ def _balanced_accuracy(result: Dict) -> Dict:
 
 def _write_extras(index: int, example: Dict, probs: np.ndarray,
                   options: Options) -> None:
-    name = predict.safe_name(example["id"])
+    name = files.safe_name(example["id"])
     if options.probs_dir:
         os.makedirs(options.probs_dir, exist_ok=True)
         buffer = io.BytesIO()
         np.save(buffer, probs.astype(np.float32))
-        predict.write_atomic(os.path.join(options.probs_dir, name + ".npy"),
-                             buffer.getvalue())
+        files.write_atomic(os.path.join(options.probs_dir, name + ".npy"),
+                           buffer.getvalue())
     if index < options.figures and options.figures_dir:
         os.makedirs(options.figures_dir, exist_ok=True)
-        predict.write_png(os.path.join(options.figures_dir, name + ".png"),
-                          figure(example["image"], example["mask"], probs,
-                                 example["fov"], options.threshold))
-
-
-def figure(image: np.ndarray, mask: np.ndarray, probs: np.ndarray, fov: np.ndarray,
-           threshold: float = 0.5, max_side: int = FIGURE_MAX_SIDE) -> np.ndarray:
-    """input | ground truth | prediction | error map, side by side, as uint8 RGB.
-
-    The prediction panel shows the probability in gray; the error map shows true
-    positives white, false positives red, false negatives blue and pixels outside the
-    FOV dark gray. Panels are downscaled so that their longer side is <= `max_side`.
-    """
-    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
-    truth, inside = mask > 0, fov > 0
-    pred = probs > threshold
-    errors = np.zeros(truth.shape + (3,), np.uint8)
-    errors[pred & truth] = (255, 255, 255)
-    errors[pred & ~truth] = (255, 0, 0)
-    errors[~pred & truth] = (0, 0, 255)
-    errors[~inside] = (48, 48, 48)
-    panels = [rgb, _gray(truth.astype(np.float32)), _gray(probs), errors]
-    height, width = truth.shape
-    scale = min(1.0, max_side / max(height, width))
-    if scale < 1.0:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        panels = [tf.cast(tf.round(tf.image.resize(p, size, antialias=True)),
-                          tf.uint8).numpy() for p in panels]
-    gap = np.full((panels[0].shape[0], 4, 3), 128, np.uint8)  # visible on white
-    return np.concatenate([panels[0], gap, panels[1], gap, panels[2], gap, panels[3]],
-                          axis=1)
-
-
-def _gray(values: np.ndarray) -> np.ndarray:
-    """[H, W] values in [0, 1] -> uint8 gray RGB [H, W, 3]."""
-    gray = (np.clip(values, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=-1)
+        files.write_png(os.path.join(options.figures_dir, name + ".png"),
+                        figures.figure(example["image"], example["mask"], probs,
+                                       example["fov"], options.threshold))
 
 
 def format_table(result: Dict) -> str:
@@ -340,10 +305,3 @@ def format_table(result: Dict) -> str:
             lines.append(f"{label + ' ' + kind:36s}" + "".join(
                 f"{'-':>12s}" if v is None else f"{v:12.4f}" for v in values))
     return "\n".join(lines)
-
-
-def write_json(path: str, result: Dict) -> None:
-    """Writes `result` as JSON to a temporary file next to `path`, then renames it."""
-    text = json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    predict.write_atomic(path, text.encode("utf-8"))

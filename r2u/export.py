@@ -77,11 +77,6 @@ def probabilities(model: tf.Module, images: tf.Tensor, spec: InputSpec) -> tf.Te
     return probs
 
 
-def foreground(model: tf.Module, images: tf.Tensor) -> tf.Tensor:
-    """Foreground probability [B, H, W] of preprocessed images of any size."""
-    return inference.probabilities(model, images)[..., 1]
-
-
 def save(model: tf.Module, path: str, exp: Optional[config_lib.Experiment] = None) -> str:
     """Writes the SavedModel to a temporary folder, then swaps it in: never half-written.
 

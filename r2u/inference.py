@@ -5,7 +5,7 @@ for memory run as overlapping tiles whose probabilities are averaged (tiles cove
 borders: the last row and column of tiles are snapped to the image edge).
 """
 
-from typing import Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +31,12 @@ def probabilities(model: tf.Module, images: tf.Tensor) -> tf.Tensor:
     padded, size = pad_to_multiple(images, 2**model.cfg.depth)
     probs = tf.nn.softmax(model(padded, training=False))
     return probs[:, :size[0], :size[1]]
+
+
+def network_fn(model: tf.Module) -> Callable:
+    """`probabilities` of `model` compiled once for float32 [B, H, W, C] of any size."""
+    spec = tf.TensorSpec([None, None, None, model.cfg.in_channels], tf.float32)
+    return tf.function(lambda x: probabilities(model, x), input_signature=[spec])
 
 
 def tile_starts(length: int, tile: int, stride: int) -> np.ndarray:

@@ -6,25 +6,23 @@ For every input image `<name>` it writes, into one output folder:
     <name>_mask.png      0/255 mask: probability > threshold
     <name>_overlay.png   the input with the predicted foreground tinted green
 
-Output names come from input names through `safe_name`, so nothing is ever written
-outside the output folder, and every file is written to a temporary name and renamed.
+Output names come from input names through `files.safe_name`, so nothing is ever
+written outside the output folder, and every file is written to a temporary name and
+renamed (`r2u.files`).
 Images larger than a pixel budget are predicted in overlapping tiles. A file that cannot
 be read or predicted is reported and skipped; the others are still processed.
 """
 
 import dataclasses
 import os
-import re
-import secrets
-import tempfile
-import unicodedata
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from r2u import checkpoints
+from r2u import figures
+from r2u import files
 from r2u.data import imageio
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
@@ -33,8 +31,6 @@ SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
 MAX_SIDE = 2048
 MAX_PIXELS = 2048 * 2048
 AUTO_TILE = 512
-_KEEP = " -_.+"  # besides letters, marks and digits of any script
-_MAX_NAME_BYTES = 180  # leaves room for the suffixes within the usual 255-byte limit
 _MAX_ERROR = 400  # characters of an error message (TF errors can be pages long)
 
 # (index, total, path, error message or None) after each file.
@@ -78,28 +74,13 @@ def list_inputs(path: str, exclude: Optional[str] = None) -> List[str]:
         return [path]
     skip = os.path.realpath(exclude) if exclude else None
     found = []
-    for root, dirs, files in os.walk(path, followlinks=False):
+    for root, dirs, names in os.walk(path, followlinks=False):
         dirs.sort()
         if skip and os.path.realpath(root) == skip:
             dirs[:] = []
             continue
-        found.extend(os.path.join(root, f) for f in sorted(files) if is_image_name(f))
+        found.extend(os.path.join(root, f) for f in sorted(names) if is_image_name(f))
     return found
-
-
-def safe_name(text: str) -> str:
-    """A file name made only of letters, digits, marks and ' -_.+', never '.' or '..'.
-
-    Path separators, control and other odd characters become '_', runs of dots
-    collapse, leading dots and trailing dots/spaces go; letters of any script stay.
-    """
-    text = unicodedata.normalize("NFC", text)
-    out = "".join(c if c in _KEEP or unicodedata.category(c)[0] in "LMN" else "_"
-                  for c in text)
-    out = re.sub(r"\.{2,}", "_", out).lstrip(". ").rstrip(". ")
-    while len(out.encode("utf-8")) > _MAX_NAME_BYTES:
-        out = out[:-1]
-    return out or "image"
 
 
 def output_stem(path: str, root: Optional[str] = None) -> str:
@@ -111,63 +92,7 @@ def output_stem(path: str, root: Optional[str] = None) -> str:
         last = last[:-3]
     stem, ext = os.path.splitext(last)
     parts[-1] = stem if ext.lower() in IMAGE_EXTENSIONS else last
-    return safe_name("__".join(parts))
-
-
-def ensure_writable_folder(folder: str) -> None:
-    """Creates `folder` if needed and checks a file can be created in it.
-
-    Lets a tool fail at once, in one line, rather than after its work (os.access would
-    not do: it says yes to root, and knows nothing of immutable folders).
-
-    Raises:
-      OSError: naming `folder` and the problem.
-    """
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise OSError(f"{folder}: output folder is not writable ({e.strerror or e})") \
-            from e
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Writes `data` to a new temporary file next to `path`, then renames it to `path`.
-
-    Readers never see a half-written file, and a symbolic link at `path` is replaced
-    itself rather than written through.
-
-    Raises:
-      OSError: naming `path` (not the temporary file) and the problem.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
-    try:
-        with open(tmp, "xb") as f:  # exclusive: never an existing file or link
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            raise OSError(f"{path}: cannot write ({e.strerror or e})") from e
-        raise
-
-
-def write_png(path: str, pixels: np.ndarray) -> None:
-    """Writes uint8 [H, W] or [H, W, C] pixels as a PNG file, atomically."""
-    pixels = np.asarray(pixels, np.uint8)
-    write_atomic(path, tf.io.encode_png(pixels[..., None] if pixels.ndim == 2
-                                        else pixels).numpy())
-
-
-def overlay(image: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 1 | 3] image with `predicted` ([H, W] bool) pixels tinted green."""
-    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
-    out = rgb.astype(np.float32)
-    out[predicted] = 0.5 * out[predicted] + 0.5 * np.array([0.0, 255.0, 0.0])
-    return np.round(out).astype(np.uint8)
+    return files.safe_name("__".join(parts))
 
 
 def choose_tile(height: int, width: int, options: Options) -> int:
@@ -185,8 +110,8 @@ def predict_file(predictor: checkpoints.Predictor, path: str, out_dir: str, stem
 
     Raises:
       DataError: the file cannot be read as an image.
-      ValueError: the output name would leave `out_dir` (cannot happen for `safe_name`
-        stems, checked anyway).
+      ValueError: the output name would leave `out_dir` (cannot happen for
+        `files.safe_name` stems, checked anyway).
     """
     # One path component with no separator: the file lands directly in out_dir.
     if stem in ("", ".", "..") or "/" in stem or (os.altsep or "/") in stem or \
@@ -202,9 +127,9 @@ def predict_file(predictor: checkpoints.Predictor, path: str, out_dir: str, stem
                      tile)
     prob = predictor.predict_image(image, tile=tile, stride=options.stride)[..., 1]
     predicted = prob > options.threshold
-    write_png(targets[0], np.round(np.clip(prob, 0.0, 1.0) * 255.0))
-    write_png(targets[1], predicted.astype(np.uint8) * 255)
-    write_png(targets[2], overlay(image, predicted))
+    files.write_png(targets[0], np.round(np.clip(prob, 0.0, 1.0) * 255.0))
+    files.write_png(targets[1], predicted.astype(np.uint8) * 255)
+    files.write_png(targets[2], figures.overlay(image, predicted))
     return targets
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from r2u import figures
+
 
 class Writers:
     """One TensorBoard writer per phase under `model_dir/tb/<phase>`."""
@@ -30,19 +32,22 @@ class Writers:
 
     def images(self, phase: str, step: int,
                examples: Sequence[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]) -> None:
-        """Input, ground truth and prediction overlay per example."""
+        """Input, ground truth and prediction overlay (`figures.overlay`) per example."""
         if not examples:
             return
+        pictures = {"input": [], "ground_truth": [], "prediction_overlay": []}
+        for image, mask, prob in examples:
+            shown, truth = show_image(image), np.asarray(mask) > 0
+            pictures["input"].append(shown)
+            pictures["ground_truth"].append(figures.gray(truth))
+            pictures["prediction_overlay"].append(figures.overlay(
+                shown, np.asarray(prob) > 0.5, truth, opacity=0.6, dim=0.6))
         with self._get(phase).as_default(step=step):
-            for name, picture in (("input", show_image), ("ground_truth", show_mask),
-                                  ("prediction_overlay", None)):
-                pictures = []
-                for image, mask, prob in examples:
-                    pictures.append(overlay(image, mask, prob) if picture is None
-                                    else picture(image if name == "input" else mask))
-                tf.summary.image(name, _same_size(pictures), max_outputs=len(pictures))
+            for name, batch in pictures.items():
+                tf.summary.image(name, _same_size(batch), max_outputs=len(batch))
 
-    def flush(self):
+    def flush(self) -> None:
+        """Writes what the writers hold to their event files (at the end of training)."""
         for writer in self._writers.values():
             writer.flush()
 
@@ -51,24 +56,7 @@ def show_image(image) -> np.ndarray:
     """Standardised [H, W, C] -> uint8 RGB, stretched to its own range."""
     x = np.asarray(image, np.float32)
     x = (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
-    x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
-    return (x * 255).astype(np.uint8)
-
-
-def show_mask(mask) -> np.ndarray:
-    m = np.asarray(mask).astype(np.uint8) * 255
-    return np.repeat(m[..., None], 3, axis=-1)
-
-
-def overlay(image, mask, prob, threshold: float = 0.5) -> np.ndarray:
-    """The image with true positives green, false positives red, false negatives blue."""
-    rgb = show_image(image).astype(np.float32) * 0.6
-    pred = np.asarray(prob) > threshold
-    truth = np.asarray(mask) > 0
-    for sel, colour in ((pred & truth, (0, 255, 0)), (pred & ~truth, (255, 0, 0)),
-                        (~pred & truth, (0, 0, 255))):
-        rgb[sel] = 0.4 * rgb[sel] / 0.6 + 0.6 * np.array(colour)
-    return rgb.clip(0, 255).astype(np.uint8)
+    return (figures.to_rgb(x) * 255).astype(np.uint8)
 
 
 def _same_size(pictures):

@@ -20,16 +20,18 @@ from absl import logging
 from r2u import config as config_lib
 from r2u import devices
 from r2u import distribute
+from r2u import errors
 from r2u import evaluation
 from r2u import export
 from r2u import faults
+from r2u import files
+from r2u import inference
 from r2u import layers
 from r2u import losses
 from r2u import metrics
 from r2u import models
 from r2u import optim
 from r2u import summaries
-from r2u.data import imageio
 from r2u.data import manifest
 from r2u.data import pipeline
 from r2u.data import tfrecord
@@ -179,12 +181,6 @@ def make_train_loop(step: Callable, steps_per_call: int,
     return loop
 
 
-def foreground_fn(model: tf.Module) -> Callable:
-    """A compiled whole-image predictor: preprocessed [1, H, W, C] -> foreground [1, H, W]."""
-    spec = tf.TensorSpec([None, None, None, model.cfg.in_channels], tf.float32)
-    return tf.function(lambda x: export.foreground(model, x), input_signature=[spec])
-
-
 def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
           resume: bool = False, strategy: Optional[tf.distribute.Strategy] = None,
           resume_overrides: bool = False) -> Dict:
@@ -209,7 +205,7 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
     with distribute.worker_dir(strategy, model_dir) as out_dir:
         cfg = exp.train
         _check_resume(exp, model_dir, resume, resume_overrides)
-        _write_text(os.path.join(out_dir, "config.json"), exp.to_json())
+        files.write_atomic(os.path.join(out_dir, "config.json"), exp.to_json().encode())
         tf.random.set_seed(cfg.seed)
         with strategy.scope():
             state = make_state(exp)
@@ -235,14 +231,16 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         except tf.errors.DataLossError as e:
             # A shard of the right size with changed bytes: name it by its sha256.
             manifest.verify(data_dir, full=True)
-            raise imageio.DataError(f"{data_dir}: corrupt record ({e.message.strip()[:200]})"
-                                    "; re-run bin/prepare") from e
+            raise errors.DataError(f"{data_dir}: corrupt record ({e.message.strip()[:200]})"
+                                   "; re-run bin/prepare") from e
         except KeyboardInterrupt:
             if distribute.num_workers(strategy) == 1:  # saving is collective: peers may
                 path = latest.save(checkpoint_number=int(state.step.numpy()))  # be gone
                 logging.warning("interrupted: saved %s", path)
             logging.warning("continue from the last checkpoint with --resume")
             raise
+        finally:
+            epochs.writers.flush()  # TensorBoard has every summary of the run
         history, best_record = epochs.done["history"], epochs.done["best"]
         steps = int(state.step.numpy())  # before the best checkpoint sets it back
         if best.latest_checkpoint:
@@ -251,7 +249,7 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         # The operating point chosen on validation travels with the model.
         exp = dataclasses.replace(exp, inference=dataclasses.replace(
             exp.inference, threshold=best_record.get("threshold", 0.5)))
-        _write_text(os.path.join(out_dir, "config.json"), exp.to_json())
+        files.write_atomic(os.path.join(out_dir, "config.json"), exp.to_json().encode())
         if distribute.is_chief(strategy):
             export.save(plain, os.path.join(model_dir, "export"), exp)
         distribute.barrier(strategy)  # workers end together, none looks crashed to another
@@ -259,7 +257,7 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
                    "headline": exp.data.headline,
                    "best_validation_score": best_record.get("score"),
                    "threshold": exp.inference.threshold, "history": history}
-        _write_json(os.path.join(out_dir, "summary.json"), summary)
+        files.write_json(os.path.join(out_dir, "summary.json"), summary)
         return summary
 
 
@@ -317,12 +315,13 @@ class _Epochs:
     def __init__(self, exp, state, plain, data_dir, model_dir, out_dir, best, strategy):
         self.exp, self.state, self.plain, self.data_dir = exp, state, plain, data_dir
         self.out_dir, self.best, self.strategy = out_dir, best, strategy
-        self.predict = foreground_fn(plain)
+        network = inference.network_fn(plain)
+        self.predict = lambda x: network(x)[..., 1]  # foreground [1, H, W]
         self.writers = summaries.Writers(out_dir)
         self.done = _read_validation(model_dir, int(state.step.numpy()))
         if not self.done["step"]:  # a fresh run: its record exists from the start
             os.makedirs(os.path.dirname(_validation_path(out_dir)), exist_ok=True)
-            _write_json(_validation_path(out_dir), self.done)
+            files.write_json(_validation_path(out_dir), self.done)
         # Saving is collective: every worker must take the chief's decisions.
         self.best_score = float(distribute.from_chief(
             strategy, [self.done["best"].get("score", -1.0)])[0])
@@ -337,7 +336,7 @@ class _Epochs:
         if record["score"] > self.best_score:
             self.best_score, best = record["score"], record
             self.best.save(checkpoint_number=done)
-            _write_json(os.path.join(self.out_dir, "best.json"), record)
+            files.write_json(os.path.join(self.out_dir, "best.json"), record)
             faults.point("after_best_save")
         cfg = self.exp.train
         stopped = False
@@ -349,7 +348,7 @@ class _Epochs:
                             "epoch %d at step %d", cfg.max_minutes, epoch + 1, done)
             stopped = True
         self.done = {"step": done, "history": history, "best": best, "stopped": stopped}
-        _write_json(_validation_path(self.out_dir), self.done)
+        files.write_json(_validation_path(self.out_dir), self.done)
         faults.point("after_validation_save")
 
 
@@ -502,14 +501,3 @@ def _stale(history, patience: int) -> bool:
     scores = [r["score"] for r in history]
     return len(scores) > patience and max(scores[-patience:]) <= max(scores[:-patience])
 
-
-def _write_json(path: str, value) -> None:
-    _write_text(path, json.dumps(value, indent=2, sort_keys=True))
-
-
-def _write_text(path: str, text: str) -> None:
-    """Write to a temporary name, then rename: never a half-written file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

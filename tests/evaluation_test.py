@@ -14,6 +14,7 @@ import tensorflow as tf
 from r2u import checkpoints
 from r2u import config
 from r2u import evaluation
+from r2u import figures
 from r2u import metrics
 from r2u import train
 from r2u.data import manifest
@@ -364,15 +365,15 @@ class EvaluationTest(tf.test.TestCase):
         mask = np.array([[1, 1], [0, 0]], np.uint8)
         probs = np.array([[0.9, 0.1], [0.9, 0.1]], np.float32)
         fov = np.array([[1, 1], [1, 0]], np.uint8)
-        picture = evaluation.figure(np.zeros((2, 2, 1), np.uint8), mask, probs, fov)
+        picture = figures.figure(np.zeros((2, 2, 1), np.uint8), mask, probs, fov)
         errors = picture[:, -2:]
-        self.assertAllEqual(errors[0, 0], [255, 255, 255])  # true positive
+        self.assertAllEqual(errors[0, 0], [0, 255, 0])  # true positive: green
         self.assertAllEqual(errors[0, 1], [0, 0, 255])  # false negative: blue
         self.assertAllEqual(errors[1, 0], [255, 0, 0])  # false positive: red
         self.assertAllEqual(errors[1, 1], [48, 48, 48])  # outside the FOV
-        big = evaluation.figure(np.zeros((1000, 600, 3), np.uint8),
-                                np.zeros((1000, 600)), np.zeros((1000, 600)),
-                                np.ones((1000, 600)), max_side=100)
+        big = figures.figure(np.zeros((1000, 600, 3), np.uint8),
+                             np.zeros((1000, 600)), np.zeros((1000, 600)),
+                             np.ones((1000, 600)), max_side=100)
         self.assertEqual(big.shape, (100, 4 * 60 + 3 * 4, 3))
 
     def test_real_drive_second_observer_is_the_known_human_baseline(self):

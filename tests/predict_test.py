@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from r2u import checkpoints
 from r2u import config
+from r2u import files
 from r2u import models
 from r2u import predict
 from r2u import train
@@ -196,12 +197,12 @@ class NamesTest(tf.test.TestCase):
                  "": "image", "..": "_",
                  "C:\\win\\x": "C__win_x", "trailing. ": "trailing", "a/b": "a_b"}
         for text, want in cases.items():
-            got = predict.safe_name(text)
+            got = files.safe_name(text)
             self.assertEqual(got, want, repr(text))
             self.assertNotIn(os.sep, got)
             self.assertNotIn(got, ("", ".", ".."))
-        self.assertLessEqual(len(predict.safe_name("é" * 500).encode("utf-8")), 180)
-        self.assertEqual(predict.safe_name("e\u0301"), "é")  # NFC
+        self.assertLessEqual(len(files.safe_name("é" * 500).encode("utf-8")), 180)
+        self.assertEqual(files.safe_name("e\u0301"), "é")  # NFC
 
     def test_output_stems(self):
         self.assertEqual(predict.output_stem("/x/y/photo.JPG"), "photo")

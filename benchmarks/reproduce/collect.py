@@ -11,9 +11,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
 from absl import app
 from absl import flags
 
-from r2u import devices
-from r2u import models
 from r2u import config
+from r2u import devices
+from r2u import files
+from r2u import models
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training folder.", required=True)
 _EVAL = flags.DEFINE_string("eval", None, "bin/evaluate JSON.", required=True)
@@ -39,10 +40,7 @@ def main(argv):
                              "threshold": summary["threshold"],
                              "history": summary["history"]},
               "evaluation": evaluation}
-    tmp = _OUT.value + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
-    os.replace(tmp, _OUT.value)
+    files.write_json(_OUT.value, result, indent=1)
     print(f"wrote {_OUT.value}")
 
 

@@ -43,6 +43,8 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from r2u import files  # noqa: E402
+
 _RUNS = flags.DEFINE_list("runs", None, "Training folders (model_dir).", required=True)
 _OUT = flags.DEFINE_string("out", None, "PNG to write.", required=True)
 _LABELS = flags.DEFINE_list("labels", None, "Legend names of the runs, in --runs order "
@@ -143,9 +145,8 @@ def plot(panels, labels, out: str, columns: int = 3, dpi: int = 100) -> None:
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp.png"
-    figure.savefig(tmp, format="png", pil_kwargs={"optimize": True})
-    os.replace(tmp, out)
+    with files.replacing(out) as temp:
+        figure.savefig(temp, format="png", pil_kwargs={"optimize": True})
 
 
 def main(argv):

@@ -30,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 from r2u import bench  # noqa: E402
 from r2u import config  # noqa: E402
 from r2u import devices  # noqa: E402
+from r2u import files  # noqa: E402
 
 _ARCHS = flags.DEFINE_list("archs", list(config.ARCHS), "Architectures to time.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Square image side.")
@@ -233,15 +234,6 @@ def machine_info(load_start) -> dict:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def write_json(path: str, value) -> None:
-    """Temp file then rename: readers never see a half-written file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(tmp, path)
-
-
 def benchmark(opts: Options, archs, dtypes, xlas, fused, peer_names) -> dict:
     """Builds, times and prints every combination; returns the JSON's content."""
     load_start = os.getloadavg()
@@ -287,7 +279,9 @@ def main(argv):
     out = benchmark(opts, _ARCHS.value, _DTYPES.value, _XLA.value, list(map(int, fused)),
                     peer_names)
     if _JSON.value:
-        write_json(_JSON.value, {"machine": out.pop("machine"), "config": cfg, **out})
+        value = {"machine": out.pop("machine"), "config": cfg, **out}
+        os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
+        files.write_json(_JSON.value, value, sort_keys=False)
     return 0
 
 

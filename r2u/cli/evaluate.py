@@ -24,9 +24,9 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from r2u import checkpoints  # noqa: E402
+from r2u import errors  # noqa: E402
 from r2u import evaluation  # noqa: E402
-from r2u import predict  # noqa: E402
-from r2u.data import imageio  # noqa: E402
+from r2u import files  # noqa: E402
 from r2u.data import prepare  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None,
@@ -72,14 +72,14 @@ def main(argv):
     try:
         predictor = checkpoints.load(_MODEL_DIR.value, _SOURCE.value)
         # Fail now rather than after the whole evaluation.
-        predict.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
+        files.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
         training_dir = _MODEL_DIR.value if predictor.experiment else None
         work_dir = training_dir or os.path.dirname(os.path.abspath(out))
         data_dir, dataset = evaluation.resolve_data(predictor, work_dir, _DATASET.value,
                                                     _DATA_DIR.value)
         result = evaluation.evaluate(predictor, data_dir, _SPLIT.value, options)
-        evaluation.write_json(out, result)
-    except (imageio.DataError, ValueError, OSError) as e:
+        files.write_json(out, result, allow_nan=False, newline=True)
+    except (errors.DataError, ValueError, OSError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 1
     mode = (f"tiles {options.tile}" if options.tile else "whole images")

@@ -26,6 +26,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from r2u import checkpoints  # noqa: E402
+from r2u import files  # noqa: E402
 from r2u import predict  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None,
@@ -68,7 +69,7 @@ def main(argv):
         print(f"predict: error: {e}", file=sys.stderr)
         return 2
     try:
-        predict.ensure_writable_folder(_OUT_DIR.value)
+        files.ensure_writable_folder(_OUT_DIR.value)
     except OSError as e:  # else every file would fail alike, one line each
         print(f"predict: error: {e}", file=sys.stderr)
         return 2

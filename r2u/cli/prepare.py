@@ -18,7 +18,7 @@ cli.setup()  # before TensorFlow is imported
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from r2u.data import imageio  # noqa: E402
+from r2u import errors  # noqa: E402
 from r2u.data import prepare  # noqa: E402
 
 _DATASET = flags.DEFINE_enum("dataset", None, list(prepare.DATASETS),
@@ -59,7 +59,7 @@ def main(argv):
             image_size=_IMAGE_SIZE.value, num_shards=_NUM_SHARDS.value,
             limit=_LIMIT.value, force=_FORCE.value, progress=_progress,
             validation_count=_VALIDATION_COUNT.value)
-    except (imageio.DataError, ValueError, OSError) as e:
+    except (errors.DataError, ValueError, OSError) as e:
         sys.stderr.write(f"prepare: error: {e}\n")
         return 1
     counts = ", ".join(f"{split} {info['num_examples']}"

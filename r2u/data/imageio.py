@@ -14,6 +14,8 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from r2u import errors
+
 # Masks may carry a few anti-aliased pixels on lesion borders; more than
 # this fraction of values far from both 0 and 255 means the file is not a mask.
 MAX_INTERMEDIATE_FRACTION = 0.01
@@ -23,9 +25,7 @@ NEAR_BINARY = 32
 
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
-
-class DataError(ValueError):
-    """Bad input data: a missing, unreadable or inconsistent file."""
+DataError = errors.DataError  # defined in r2u.errors; kept here for older imports
 
 
 def _open(path: str) -> Image.Image:

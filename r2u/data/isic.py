@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from absl import logging
 
+from r2u import errors
 from r2u.data import imageio
 
 DEFAULT_SIZE = (256, 256)
@@ -48,25 +49,25 @@ def _folders(data_dir: str, split: str) -> tuple[str, str]:
 def _list_split(data_dir: str, split: str) -> list[dict]:
     images, masks = _folders(data_dir, split)
     if not os.path.isdir(masks):
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{data_dir}: wrong directory layout, expected folder "
             f"{os.path.basename(masks)!r} next to {os.path.basename(images)!r}")
     files = {}
     for m in filter(None, map(_IMAGE.fullmatch, sorted(os.listdir(images)))):
         if m[1] in files:
-            raise imageio.DataError(
+            raise errors.DataError(
                 f"{os.path.join(images, files[m[1]])} and "
                 f"{os.path.join(images, m[0])}: two images for id {m[1]!r}")
         files[m[1]] = m[0]
     image_ids = sorted(files)
     if not image_ids:
-        raise imageio.DataError(f"{images}: no ISIC_NNNNNNN.jpg images")
+        raise errors.DataError(f"{images}: no ISIC_NNNNNNN.jpg images")
     mask_ids = {m[1] for m in map(_MASK.fullmatch, os.listdir(masks)) if m}
     entries = []
     for image_id in image_ids:
         image = os.path.join(images, files[image_id])
         if image_id not in mask_ids:
-            raise imageio.DataError(
+            raise errors.DataError(
                 f"{image}: missing mask, expected "
                 f"{os.path.join(masks, image_id + '_segmentation.png')}")
         entries.append({"id": image_id, "image": image, "mask": os.path.join(
@@ -94,11 +95,11 @@ def list_splits(data_dir: str, required: Sequence[str] = ("train",)
         image without mask, two images for one id.
     """
     if not os.path.isdir(data_dir):
-        raise imageio.DataError(f"{data_dir}: ISIC 2017 folder not found")
+        raise errors.DataError(f"{data_dir}: ISIC 2017 folder not found")
     for split in required:
         images = _folders(data_dir, split)[0]
         if not os.path.isdir(images):
-            raise imageio.DataError(
+            raise errors.DataError(
                 f"{data_dir}: wrong directory layout, expected folder "
                 f"{os.path.basename(images)!r} (and its _Part1_GroundTruth)")
     return {split: _list_split(data_dir, split) for split in SPLIT_FOLDERS
@@ -117,7 +118,7 @@ def protocol_splits(data_dir: str, validation_count: int | None = None
     train = official["train"]
     count = validation_count or max(1, round(VALIDATION_FRACTION * len(train)))
     if not 0 < count < len(train):
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{data_dir}: cannot hold out {count} of {len(train)} training pairs "
             f"for validation (need 1 to {len(train) - 1})")
     held = {round((k + 0.5) * len(train) / count - 0.5) for k in range(count)}
@@ -142,7 +143,7 @@ def read_example(entry: dict,
         image_size = image.shape[:2]
         (h, w), (mh, mw) = image_size, mask.shape
         if abs(mh * w - mw * h) > max(mh, mw, h, w):  # more than a pixel off
-            raise imageio.DataError(
+            raise errors.DataError(
                 f"{entry['mask']}: mask is {mw}x{mh}, not a rescale of image "
                 f"{entry['image']} ({w}x{h}, width x height)")
     image = imageio.resize_image(image, image_size)
@@ -163,7 +164,7 @@ def examples(data_dir: str, split: str,
     """
     splits = list_splits(data_dir)
     if split not in splits:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{data_dir}: no {split} split (expected folder "
             f"{os.path.basename(_folders(data_dir, split)[0])!r})")
     entries = splits[split]
@@ -171,7 +172,7 @@ def examples(data_dir: str, split: str,
         by_id = {e["id"]: e for e in entries}
         unknown = [i for i in ids if i not in by_id]
         if unknown:
-            raise imageio.DataError(
+            raise errors.DataError(
                 f"{data_dir}: {split} split has no image {unknown[0]!r}")
         entries = [by_id[i] for i in ids]
     for entry in entries[:limit]:

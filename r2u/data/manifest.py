@@ -9,7 +9,8 @@
 import json
 import os
 
-from r2u.data import imageio
+from r2u import errors
+from r2u import files
 
 FILENAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -24,7 +25,7 @@ def path(data_dir: str) -> str:
 
 
 def write(out_dir: str, manifest: dict) -> str:
-    """Writes `manifest` atomically (temporary file, then rename).
+    """Writes `manifest` atomically (`r2u.files`).
 
     Returns:
       The manifest path.
@@ -33,15 +34,7 @@ def write(out_dir: str, manifest: dict) -> str:
     if missing:
         raise ValueError(f"manifest lacks keys: {', '.join(missing)}")
     target = path(out_dir)
-    temp = os.path.join(out_dir, f".{FILENAME}.tmp-{os.getpid()}")
-    try:
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    files.write_json(target, manifest, indent=1, newline=True)
     return target
 
 
@@ -54,21 +47,21 @@ def load(data_dir: str) -> dict:
     """
     target = path(data_dir)
     if not os.path.isfile(target):
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{target}: manifest not found (run bin/prepare first?)")
     try:
         with open(target, encoding="utf-8") as f:
             manifest = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise imageio.DataError(f"{target}: corrupt manifest ({e})") from e
+        raise errors.DataError(f"{target}: corrupt manifest ({e})") from e
     if not isinstance(manifest, dict):
-        raise imageio.DataError(f"{target}: corrupt manifest (not an object)")
+        raise errors.DataError(f"{target}: corrupt manifest (not an object)")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{target}: corrupt manifest, missing keys: {', '.join(missing)}")
     if manifest["format_version"] != FORMAT_VERSION:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{target}: unsupported format_version "
             f"{manifest['format_version']!r} (expected {FORMAT_VERSION})")
     return manifest
@@ -89,13 +82,13 @@ def verify(data_dir: str, full: bool = False, splits=None) -> None:
         for shard in info["shards"]:
             file = os.path.join(data_dir, shard["file"])
             if not os.path.isfile(file):
-                raise imageio.DataError(f"{file}: shard of split {split!r} is missing")
+                raise errors.DataError(f"{file}: shard of split {split!r} is missing")
             size = os.path.getsize(file)
             if size != shard["bytes"]:
-                raise imageio.DataError(
+                raise errors.DataError(
                     f"{file}: shard has {size} bytes, the manifest says {shard['bytes']} "
                     "(truncated or modified; re-run bin/prepare)")
             if full and tfrecord.sha256(file) != shard["sha256"]:
-                raise imageio.DataError(
+                raise errors.DataError(
                     f"{file}: sha256 differs from the manifest (corrupt or modified; "
                     "re-run bin/prepare)")

@@ -1,6 +1,6 @@
 """The training and evaluation tf.data pipelines over prepared TFRecords.
 
-Order (STYLE.md): list shards -> shard files per input pipeline -> parallel
+Order: list shards -> shard files per input pipeline -> parallel
 interleave -> parse (+ optional resize) -> cache (decoded uint8, before any
 random op) -> shuffle -> repeat -> augment / preprocess / patches (seeded)
 -> batch(drop_remainder) -> prefetch.

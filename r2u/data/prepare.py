@@ -20,14 +20,15 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 from absl import logging
 
+from r2u import config
+from r2u import errors
 from r2u.data import imageio
 from r2u.data import isic
 from r2u.data import manifest as manifest_lib
 from r2u.data import retina
 from r2u.data import tfrecord
 
-DATASETS = ("isic", "drive", "stare", "chase", "retina", "synthetic",
-            "synthetic_vessels")
+DATASETS = tuple(config.PRESETS)  # every dataset with a training preset
 FOLDERS = {"isic": "ISIC2017", "drive": "DRIVE", "stare": "STARE",
            "chase": "CHASE_DB1", "retina": ""}
 # kind, default size, examples per split.
@@ -112,7 +113,7 @@ def check_disjoint(listing: dict[str, list[dict]], where: str) -> None:
     for split, entries in listing.items():
         for entry in entries:
             if entry["id"] in seen and seen[entry["id"]] != split:
-                raise imageio.DataError(
+                raise errors.DataError(
                     f"{where}: id {entry['id']!r} is in both the {seen[entry['id']]} "
                     f"and the {split} split")
             seen[entry["id"]] = split
@@ -153,7 +154,7 @@ def _fingerprint(dataset, plan, num_shards, limit, seed, validation_count) -> st
 def _up_to_date(out_dir: str, fingerprint: str) -> dict | None:
     try:
         manifest = manifest_lib.load(out_dir)
-    except imageio.DataError:
+    except errors.DataError:
         return None
     if manifest.get("fingerprint") != fingerprint:
         return None
@@ -187,7 +188,7 @@ class _Stats:
 
     def class_weights(self, where: str) -> list[float]:
         if self.counts.min() == 0:
-            raise imageio.DataError(
+            raise errors.DataError(
                 f"{where}: training masks inside the FOV have a class with no "
                 f"pixel (background, foreground = {self.counts.tolist()})")
         return (self.counts.sum() / (2.0 * self.counts)).tolist()
@@ -222,10 +223,10 @@ def _write_all(staging, dataset, plan, num_shards, progress) -> dict:
         if split_stats.mask2:
             mask2_splits.append(split)
     if "train" not in splits:
-        raise imageio.DataError(f"{dataset}: no training examples found")
+        raise errors.DataError(f"{dataset}: no training examples found")
     channels = {shape[-1] for shape in stats.shapes}  # train and validation
     if len(channels) != 1:
-        raise imageio.DataError(f"{dataset}: images mix channel counts {channels}")
+        raise errors.DataError(f"{dataset}: images mix channel counts {channels}")
     shape = list(stats.shapes)[0] if len(stats.shapes) == 1 else None
     return {"dataset": dataset, "splits": splits,
             "image_shape": shape and [int(d) for d in shape],
@@ -269,7 +270,7 @@ def _plan(dataset, data_dir, image_size, num_shards, limit, seed,
         return _synthetic_plan(dataset, size, limit, seed)
     data_dir = data_dir or default_data_dir(dataset)
     if not os.path.isdir(data_dir):
-        raise imageio.DataError(f"{data_dir}: {dataset} data folder not found")
+        raise errors.DataError(f"{data_dir}: {dataset} data folder not found")
     return _reader_plan(dataset, data_dir, size, limit, validation_count)
 
 

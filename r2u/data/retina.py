@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from r2u import errors
 from r2u.data import imageio
 
 VALIDATION_FRACTION = 0.2
@@ -49,7 +50,7 @@ DESCRIPTIONS = {  # For manifests.
 def _folder(data_dir: str, *parts: str) -> str:
     path = os.path.join(data_dir, *parts)
     if not os.path.isdir(path):
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{data_dir}: wrong directory layout, expected folder "
             f"{os.path.join(*parts)!r}")
     return path
@@ -57,7 +58,7 @@ def _folder(data_dir: str, *parts: str) -> str:
 
 def _need(path: str, image: str, what: str) -> str:
     if not os.path.isfile(path):
-        raise imageio.DataError(f"{image}: missing {what}, expected {path}")
+        raise errors.DataError(f"{image}: missing {what}, expected {path}")
     return path
 
 
@@ -66,11 +67,11 @@ def _matching(folder: str, pattern: str) -> list[re.Match]:
     found = sorted(filter(None, map(re.compile(pattern).fullmatch,
                                     os.listdir(folder))), key=lambda m: m[0])
     if not found:
-        raise imageio.DataError(f"{folder}: no files named like {pattern!r}")
+        raise errors.DataError(f"{folder}: no files named like {pattern!r}")
     first = {}
     for m in found:  # e.g. im0001.ah.ppm next to im0001.ah.ppm.gz
         if m[1] in first:
-            raise imageio.DataError(
+            raise errors.DataError(
                 f"{os.path.join(folder, first[m[1]])} and "
                 f"{os.path.join(folder, m[0])}: two files for id {m[1]!r}")
         first[m[1]] = m[0]
@@ -84,7 +85,7 @@ def hold_out(train: list[dict], count: int | None, fraction: float,
     if count is None:
         count = max(1, round(fraction * len(train)))
     if not 0 < count < len(train):
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{where}: cannot hold out {count} of {len(train)} training images "
             f"for validation (need 1 to {len(train) - 1})")
     return train[:-count], train[-count:]
@@ -127,7 +128,7 @@ def drive_splits(data_dir: str, validation_count: int | None = None
 def _fixed_split(entries: list[dict], num_train: int, total: int,
                  where: str, validation_count: int | None) -> dict:
     if len(entries) != total:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{where}: expected the {total} official labelled images, found "
             f"{len(entries)}; the fixed train/test split needs all of them")
     test = entries[num_train:]
@@ -160,7 +161,7 @@ def chase_splits(data_dir: str, validation_count: int | None = None
                  ) -> dict[str, list[dict]]:
     """Lists CHASE_DB1 (flat: `Image_NNL.jpg`, `Image_NNL_{1st,2nd}HO.png`)."""
     if not os.path.isdir(data_dir):
-        raise imageio.DataError(f"{data_dir}: CHASE_DB1 folder not found")
+        raise errors.DataError(f"{data_dir}: CHASE_DB1 folder not found")
     entries = []
     for m in _matching(data_dir, r"(Image_\d\d[LR])\.jpg"):
         image = os.path.join(data_dir, m[0])
@@ -183,7 +184,7 @@ def retina_splits(data_dir: str, validation_count: int | None = None
     present = [(n, f) for n, f in POOLED
                if os.path.isdir(os.path.join(data_dir, f))]
     if not present:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{data_dir}: wrong directory layout, expected at least one of the "
             f"folders {', '.join(f for _, f in POOLED)}")
     for name, folder in present:
@@ -263,7 +264,7 @@ def derive_fov(image: np.ndarray, threshold: int = FOV_THRESHOLD,
     candidates = image[:, :, 0] > threshold
     rows, starts, ends = _runs(candidates)
     if rows.size == 0:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{name}: cannot derive a field of view, no pixel brighter than "
             f"{threshold}")
     labels = _components(rows, starts, ends, image.shape[0], diagonal=True)
@@ -290,7 +291,7 @@ def read_example(entry: dict, image_size: tuple[int, int] | None = None) -> dict
         elif entry.get(key):
             plane = imageio.read_mask(entry[key])
             if plane.shape != image.shape[:2]:
-                raise imageio.DataError(
+                raise errors.DataError(
                     f"{entry[key]}: {key} is {plane.shape[1]}x{plane.shape[0]}"
                     f" but image {entry['image']} is {image.shape[1]}x"
                     f"{image.shape[0]} (width x height)")

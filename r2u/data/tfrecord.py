@@ -9,6 +9,7 @@ PNGs under namespaced keys: `image/id`, `image/png`, `mask/png`, `fov/png`,
 A split is written round-robin to `<split>-00000-of-0000N.tfrecord` shards.
 """
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable
@@ -16,7 +17,8 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow as tf
 
-from r2u.data import imageio
+from r2u import errors
+from r2u import files
 from r2u.data import manifest as manifest_lib
 
 # zlib level 1 encodes photographs ~6x faster than the default level for
@@ -33,11 +35,11 @@ def _check_plane(example: dict, key: str, shape: tuple) -> np.ndarray:
     value = np.asarray(example[key])
     name = example.get("id", "?")
     if value.dtype != np.uint8 or value.shape != shape:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"example {name!r}: {key} must be uint8 {list(shape)}, got "
             f"{value.dtype} {list(value.shape)}")
     if value.max(initial=0) > 1:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"example {name!r}: {key} values must be 0/1, found max "
             f"{value.max()}")
     return value
@@ -63,7 +65,7 @@ def encode(example: dict) -> bytes:
     """
     image = np.asarray(example["image"])
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise imageio.DataError(
+        raise errors.DataError(
             f"example {example.get('id', '?')!r}: image must be uint8 "
             f"[H, W, 1|3], got {image.dtype} {list(image.shape)}")
     height, width, channels = image.shape
@@ -144,10 +146,11 @@ def write_split(out_dir: str, split: str, examples: Iterable[dict],
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     names = [shard_name(split, i, num_shards) for i in range(num_shards)]
-    temps = [os.path.join(out_dir, f".{n}.tmp-{os.getpid()}") for n in names]
     counts = [0] * num_shards
     ids = []
-    try:
+    with contextlib.ExitStack() as renames:  # renamed together, once all are written
+        temps = [renames.enter_context(files.replacing(os.path.join(out_dir, n)))
+                 for n in names]
         writers = [tf.io.TFRecordWriter(t) for t in temps]
         try:
             for i, example in enumerate(examples):
@@ -157,16 +160,9 @@ def write_split(out_dir: str, split: str, examples: Iterable[dict],
         finally:
             for writer in writers:
                 writer.close()
-        shards = []
-        for name, temp, count in zip(names, temps, counts):
-            shards.append({"file": name, "sha256": sha256(temp),
-                           "bytes": os.path.getsize(temp), "num_examples": count})
-        for name, temp in zip(names, temps):
-            os.replace(temp, os.path.join(out_dir, name))
-    finally:
-        for temp in temps:
-            if os.path.exists(temp):
-                os.remove(temp)
+        shards = [{"file": name, "sha256": sha256(temp), "bytes": os.path.getsize(temp),
+                   "num_examples": count}
+                  for name, temp, count in zip(names, temps, counts)]
     return {"num_examples": len(ids), "shards": shards, "ids": ids}
 
 
@@ -179,7 +175,7 @@ def shard_paths(data_dir: str, split: str) -> list[str]:
     manifest = manifest_lib.load(data_dir)
     splits = manifest["splits"]
     if split not in splits:
-        raise imageio.DataError(
+        raise errors.DataError(
             f"{manifest_lib.path(data_dir)}: no split {split!r} (available: "
             f"{', '.join(sorted(splits))})")
     return [os.path.join(data_dir, s["file"]) for s in splits[split]["shards"]]
