@@ -186,7 +186,8 @@ if _IN_CHILD:
                 os.path.join(model_dir, "best"))).expect_partial()
             image = global_batch()["image"][:1]
             exported = tf.saved_model.load(os.path.join(model_dir, "export"))
-            self.assertAllClose(exported.serve(image), inference.probabilities(
+            served = exported.serve(image)["probabilities"]
+            self.assertAllClose(served, inference.probabilities(
                 plain, preprocess.preprocess(image, 3)), atol=1e-5)
 
 else:

@@ -34,9 +34,9 @@ _WHOLE = flags.DEFINE_list("whole", ["592", "576"], "H,W of the one-image case."
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 
 
-def affine_call(self, x, *, training):
+def affine_call(self, x, *, training, step=0):
     """ConvBN before folding: conv, then batch norm's own (affine) inference map."""
-    y = self.bn(self.conv(x), training=training)
+    y = self.bn(self.conv(x), training=training, step=step)
     return tf.nn.relu(y) if self.relu else y
 
 
