@@ -47,6 +47,10 @@ def bench_table(path: str) -> str:
     return "\n".join(rows + (peers if run["peers"] else []))
 
 
+_VARIANTS = {"recurrent_bn": {"per_step": "per-step BN"},  # labels of ablation rows
+             "compute_dtype": {"float32": "float32"}}
+
+
 def results_table(paths) -> str:
     rows = ["| dataset | arch | params | train (min) | aggregate | "
             + " | ".join(METRICS) + " |", "|---" * (5 + len(METRICS)) + "|"]
@@ -54,7 +58,10 @@ def results_table(paths) -> str:
 
     def row(r, kind, scores, minutes):
         params = f"{r['params']:,}" if r["params"] else "-"
-        return (f"| {r['dataset']} | {r['arch']} | {params} | {minutes} | {kind} | "
+        model = r.get("config", {}).get("model", {})
+        arch = r["arch"] + "".join(f" ({names[model[k]]})" for k, names in _VARIANTS.items()
+                                   if model.get(k) in names)
+        return (f"| {r['dataset']} | {arch} | {params} | {minutes} | {kind} | "
                 + " | ".join(_f(scores.get(m), 4) for m in METRICS) + " |")
 
     for path in paths:
