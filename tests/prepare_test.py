@@ -129,6 +129,40 @@ class RetinaPrepareTest(tf.test.TestCase):
             prepare.prepare("chase", raw, out)
         self.assertEqual(_snapshot(out), before)  # No staging folder left either.
 
+    def test_same_size_edit_of_a_source_is_re_prepared(self):
+        raw, out = _tmpdir(self), _tmpdir(self)
+        _make_chase(raw)
+        mask_path = os.path.join(raw, "Image_01L_1stHO.png")
+        vessels = np.zeros((12, 12), bool)
+        vessels[6, 3:9] = True
+        # Stored (uncompressed) PNG: its size depends on the shape only.
+        Image.fromarray(vessels).convert("1").save(mask_path, compress_level=0)
+        first = prepare.prepare("chase", raw, out)
+        self.assertAllEqual(
+            _parse_all(out, "train")["Image_01L"]["mask"].numpy()[..., 0],
+            vessels)
+        before = _snapshot(out)
+        self.assertEqual(prepare.prepare("chase", raw, out), first)
+        self.assertEqual(_snapshot(out), before)  # Unchanged: nothing rewritten.
+
+        stat = os.stat(mask_path)
+        moved = np.zeros((12, 12), bool)
+        moved[7, 3:9] = True  # Vessel one row down, same file size.
+        Image.fromarray(moved).convert("1").save(mask_path, compress_level=0)
+        os.utime(mask_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        self.assertEqual(os.path.getsize(mask_path), stat.st_size)
+        second = prepare.prepare("chase", raw, out)
+        self.assertNotEqual(second["fingerprint"], first["fingerprint"])
+        self.assertEqual(second["source_files"], first["source_files"])
+        after = _snapshot(out)
+        self.assertNotEqual(after["manifest.json"], before["manifest.json"])
+        train_shards = [n for n in before if n.startswith("train-")]
+        self.assertNotEmpty(train_shards)
+        for name in train_shards:  # Every shard replaced (new file).
+            self.assertNotEqual(after[name][:2], before[name][:2])
+        self.assertAllEqual(
+            _parse_all(out, "train")["Image_01L"]["mask"].numpy()[..., 0], moved)
+
     def test_bad_arguments(self):
         out = _tmpdir(self)
         with self.assertRaisesRegex(ValueError, "unknown dataset 'mnist'"):

@@ -1,9 +1,9 @@
 """Prepares a dataset: raw files (or synthetic) -> TFRecord shards + manifest.
 
 `prepare` lists the sources, computes a fingerprint of the options, the
-source files (relative path and size) and the reader code, and does nothing
-when the existing manifest has the same fingerprint and its shards are in
-place. Otherwise everything is written into a staging folder inside
+source files (relative path and sha256 of the content) and the reader code,
+and does nothing when the existing manifest has the same fingerprint and its
+shards are in place. Otherwise everything is written into a staging folder inside
 `out_dir`, and moved into place only once every split succeeded, so bad
 input never damages an earlier preparation.
 """
@@ -99,12 +99,19 @@ def _reader_plan(dataset, data_dir, size, limit, validation_count) -> dict:
     paths = sorted({os.path.relpath(e[k], data_dir) for items in entries.values()
                     for e in items for k in ("image", "mask", "fov", "mask2")
                     if e.get(k)})
-    sources = [(p, os.path.getsize(os.path.join(data_dir, p))) for p in paths]
+    sources = [(p, _sha256(os.path.join(data_dir, p))) for p in paths]
     return {
         "size": size, "preprocessing": text, "sources": sources,
         "splits": {s: (len(items), lambda items=items, s=s: (
             read(e, size, s) for e in items)) for s, items in entries.items()},
         "code": [isic.__file__ if dataset == "isic" else retina.__file__]}
+
+
+def _sha256(path: str) -> str:
+    """Hex sha256 of the file's content: an in-place edit of the same size
+    changes it (a path-and-size fingerprint would miss it)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_disjoint(listing: dict[str, list[dict]], where: str) -> None:
