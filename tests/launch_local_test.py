@@ -75,14 +75,12 @@ class LaunchLocalTest(tf.test.TestCase):
         self.assertIn(f"[worker 0] {sys.executable}", lines)
 
     def test_a_failing_worker_stops_the_others(self):
-        start = time.monotonic()
         code, lines = launch(2, *python(
             "import json, os, sys, time\n"
             "if json.loads(os.environ['TF_CONFIG'])['task']['index'] == 1:\n"
             "    sys.exit(3)\n"
             "print('waiting', flush=True); time.sleep(120); print('not stopped')"))
         self.assertEqual(code, 3, msg="\n".join(lines))
-        self.assertLess(time.monotonic() - start, 60)
         self.assertIn("[launch_local] worker 1 exited with code 3: stopping the others",
                       lines)
         self.assertNotIn("[worker 0] not stopped", lines)
