@@ -6,6 +6,7 @@
     python benchmarks/tables.py scaling benchmarks/results/scaling.json
     python benchmarks/tables.py ablation benchmarks/results/isic-r2unet.json \
         benchmarks/results/isic-r2unet-*.json        # the first file is the baseline
+    python benchmarks/tables.py modes benchmarks/results/inference-modes-*.json
 
 Tables are printed, never typed by hand, so the README quotes exactly what was measured.
 """
@@ -142,8 +143,23 @@ def ablation_table(paths) -> str:
     return "\n".join(rows)
 
 
+def modes_table(paths) -> str:
+    """benchmarks/inference_modes.py results: one row per model, split and mode."""
+    rows = ["| model | split | mode | headline at its best threshold | at the model's | "
+            "AUC |", "|---|---|---|---:|---:|---:|"]
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        name = r["model_dir"].rstrip("/").split("/")[-1]
+        for mode, m in sorted(r["modes"].items(), key=lambda kv: kv[0] != "whole"):
+            rows.append(f"| {name} | {r['split']} | {mode} | {m['at_best']:.4f} "
+                        f"({m['best_threshold']:.2f}) | {m['at_model_threshold']:.4f} "
+                        f"({r['model_threshold']:.2f}) | {m['auc']:.4f} |")
+    return "\n".join(rows)
+
+
 TABLES = {"bench": lambda paths: bench_table(paths[0]), "results": results_table,
-          "scaling": lambda paths: scaling_table(paths[0]), "ablation": ablation_table}
+          "scaling": lambda paths: scaling_table(paths[0]), "ablation": ablation_table, "modes": modes_table}
 
 
 def main(argv):

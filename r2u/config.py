@@ -71,10 +71,12 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class InferenceConfig:
-    """How the trained model predicts: chosen on validation images after training."""
+    """How the trained model predicts: chosen on validation images after training.
+
+    Whole-image inference beat tiles of the training patch size on DRIVE (README), so
+    no inference mode is stored; `bin/evaluate --tile` and `bin/predict --tile` tile.
+    """
     threshold: Optional[float] = None  # None until chosen; 0.5 is used meanwhile
-    tile: int = 0                      # 0: whole images; else overlapping tiles
-    stride: int = 0                    # tile offset; 0: tile // 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,9 +90,7 @@ def save(model: tf.Module, path: str, exp: Optional[config_lib.Experiment] = Non
     exported = Exported(model, spec)
     tf.saved_model.save(exported, tmp, signatures={"serving_default": exported.serve})
     with open(os.path.join(tmp, "r2u_model.json"), "w") as f:
-        json.dump({"model": model.cfg.__dict__, **dataclasses.asdict(spec),
-                   "inference": dataclasses.asdict(exp.inference) if exp else None},
-                  f, indent=2)
+        json.dump({"model": model.cfg.__dict__, **dataclasses.asdict(spec)}, f, indent=2)
     old = None
     if os.path.exists(path):
         old = tempfile.mkdtemp(prefix=".old-export-", dir=parent)
