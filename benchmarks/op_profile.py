@@ -91,12 +91,9 @@ def main(argv):
           f"(tracing adds overhead), kernel time summed over threads "
           f"{total / 1e6 / _STEPS.value:.2f} s per step")
     print(f"{'op type':32} {'share':>6} {'ms/step':>8} {'calls':>6} {'GFLOP/s':>8}")
-    for op_type, us in micros.most_common(_TOP.value):
-        gflop_s = (counted_flops[op_type] / (us / 1e6) / 1e9) if counted_flops[op_type] \
-            else None
-        rate = f"{gflop_s:8.1f}" if gflop_s else f"{'':8}"
-        print(f"{op_type:32} {100 * us / total:5.1f}% {us / 1e3 / _STEPS.value:8.1f} "
-              f"{calls[op_type] // _STEPS.value:6d} {rate}")
+    for line in bench.op_share_rows(micros, calls, counted_flops, _STEPS.value,
+                                    _TOP.value):
+        print(line)
     return 0
 
 

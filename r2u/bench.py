@@ -94,6 +94,23 @@ def graph_flops(graph: tf.Graph) -> int:
     return sum(op_flops(op) for op in graph.get_operations() if op.type in FLOP_OPS)
 
 
+def op_share_rows(micros: Dict[str, float], calls: Dict[str, int],
+                  counted_flops: Dict[str, int], steps: int, top: int) -> list:
+    """The op table of benchmarks/op_profile.py: the `top` op types by kernel time
+    (`micros` summed over `steps` traced steps) as "type share% ms/step calls
+    [GFLOP/s]" lines; a share is of the time of every op type, listed or not."""
+    total = sum(micros.values())
+    ranked = sorted(micros.items(), key=lambda kv: -kv[1])[:top]
+    lines = []
+    for op_type, us in ranked:
+        flop = counted_flops.get(op_type, 0)
+        gflop_s = flop / (us / 1e6) / 1e9 if flop else None
+        rate = f"{gflop_s:8.1f}" if gflop_s else f"{'':8}"
+        lines.append(f"{op_type:32} {100 * us / total:5.1f}% {us / 1e3 / steps:8.1f} "
+                     f"{calls.get(op_type, 0) // steps:6d} {rate}")
+    return lines
+
+
 def forward_gflop(model: tf.Module, image_size: Union[int, Sequence[int]],
                   channels: int) -> float:
     """GFLOP of one image's inference forward pass, counted from the traced graph.

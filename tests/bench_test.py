@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 import tensorflow as tf
 
@@ -74,13 +75,30 @@ class FlopsTest(tf.test.TestCase):
         self.assertEqual(bench.graph_flops(graph), 2 * 3 * 5 * 7)
 
     def test_time_fn_reports_median_and_spread(self):
-        calls = []
-        out = bench.time_fn(lambda: calls.append(1) or tf.constant(1.0), warmup=2,
-                            steps=3, repeats=4)
-        self.assertLen(calls, 2 + 3 * 4)
-        self.assertLen(out["all"], 4)
-        lo, hi = out["spread"]
-        self.assertBetween(out["median"], lo, hi)
+        # A fake clock that only the timed function advances: warm-up calls take 100 s
+        # (must not count), then 4 blocks of 3 calls at 1, 5, 2 and 3 s per call.
+        clock = [0.0]
+        durations = [100.0, 100.0, 1, 1, 1, 4, 5, 6, 2, 2, 2, 3, 3, 3]
+        def fn():
+            clock[0] += durations.pop(0)
+            return tf.constant(1.0)
+        with mock.patch.object(bench.time, "perf_counter", lambda: clock[0]):
+            out = bench.time_fn(fn, warmup=2, steps=3, repeats=4)
+        self.assertEqual(durations, [])  # 2 + 3 * 4 calls
+        self.assertEqual(out, {"median": 2.5, "spread": [1.0, 5.0],
+                               "all": [1.0, 5.0, 2.0, 3.0]})
+
+    def test_op_share_rows_of_a_fixed_profile(self):
+        micros = {"Relu": 75000, "Conv2D": 600000, "AddV2": 25000,
+                  "Conv2DBackpropFilter": 300000}
+        calls = {"Relu": 4, "Conv2D": 8, "AddV2": 2, "Conv2DBackpropFilter": 6}
+        flops = {"Conv2D": 2_400_000_000, "Conv2DBackpropFilter": 900_000_000}
+        rows = bench.op_share_rows(micros, calls, flops, steps=2, top=3)
+        # Shares are of all kernel time (AddV2, not listed, holds the missing 2.5%).
+        self.assertEqual(rows, [
+            "Conv2D".ljust(32) + "  60.0%    300.0      4      4.0",
+            "Conv2DBackpropFilter".ljust(32) + "  30.0%    150.0      3      3.0",
+            "Relu".ljust(32) + "   7.5%     37.5      2         "])
 
 
 class CliTest(tf.test.TestCase):
@@ -164,14 +182,22 @@ class OpProfileCliTest(tf.test.TestCase):
     def test_lists_the_conv_kernels_with_their_rates(self):
         proc = subprocess.run(
             [sys.executable, os.path.join(ROOT, "benchmarks", "op_profile.py"),
-             "--arch=unet", "--image_size=16", "--batch_size=1", "--steps=1"],
+             "--arch=unet", "--image_size=16", "--batch_size=1", "--steps=1",
+             "--top=1000"],
             capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
             timeout=600)
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         rows = [l.split() for l in proc.stdout.splitlines() if "%" in l]
         self.assertTrue(rows, proc.stdout)
+        # --top=1000 lists every op type: the shares, each rounded to 0.1, add up to
+        # 100 within the rounding, in decreasing order; the ms/step column adds up to
+        # the header's kernel time per step within its rounding.
         shares = [float(r[1].rstrip("%")) for r in rows]
-        self.assertLessEqual(sum(shares), 100.5)
+        self.assertEqual(shares, sorted(shares, reverse=True))
+        self.assertAllClose(sum(shares), 100.0, rtol=0, atol=0.05 * len(rows) + 1e-9)
+        per_step = float(proc.stdout.split("kernel time summed over threads ")[1].split()[0])
+        self.assertAllClose(sum(float(r[2]) for r in rows) / 1e3, per_step, rtol=0,
+                            atol=0.005 + 0.05e-3 * len(rows) + 1e-9)
         # Forward conv and filter gradient are listed with a counted GFLOP/s.
         rated = {r[0] for r in rows if len(r) == 5 and float(r[4]) > 0}
         self.assertTrue(any("Conv2DBackpropFilter" in n for n in rated), proc.stdout)
