@@ -114,6 +114,26 @@ class PredictCliTest(tf.test.TestCase):
         self.assertEqual(read_png(os.path.join(out_dir, "one_prob.png")).shape,
                          (1, 1, 1))
 
+    def test_cli_threshold_flag_sets_the_mask(self):
+        top = tempfile.mkdtemp()
+        path = os.path.join(top, "x.png")
+        write(path, png(pixels(20, 24, 3, seed=4)))
+        probs = {}
+        for threshold, want in (("0.0", 255), ("1.0", 0)):
+            out_dir = os.path.join(top, "out" + threshold)
+            run = subprocess.run(
+                [sys.executable, os.path.join(REPO, "bin", "predict"),
+                 f"--model_dir={self.model_dir}", f"--input={path}",
+                 f"--out_dir={out_dir}", f"--threshold={threshold}"],
+                capture_output=True, text=True, timeout=600, cwd=REPO)
+            self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+            mask = read_png(os.path.join(out_dir, "x_mask.png"))
+            self.assertEqual(mask.shape, (20, 24, 1))
+            # > 0.0: every pixel foreground; > 1.0: none.
+            self.assertAllEqual(mask, np.full((20, 24, 1), want, np.uint8))
+            probs[threshold] = read_png(os.path.join(out_dir, "x_prob.png"))
+        self.assertAllEqual(probs["0.0"], probs["1.0"])  # Only the mask moves.
+
     def test_outputs_are_the_probabilities_threshold_and_overlay(self):
         out_dir = tempfile.mkdtemp()
         image = pixels(20, 28, 3, seed=3)
