@@ -16,7 +16,8 @@ CORE_TESTS := tests/layers_test.py tests/blocks_test.py tests/models_test.py \
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	# benchmarks extra: matplotlib, so the curves smoke test runs instead of skipping
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,benchmarks]'
 	touch $@
 
 demo: $(VENV)/.installed
