@@ -79,7 +79,7 @@ def results_table(paths) -> str:
         minutes = f"{r['train_seconds'] / 60:.0f}"
         rows += [row(r, kind, scores, minutes) for kind, scores in kinds]
         if "second_observer" in e and not observer:
-            human = dict(r, arch="2nd observer", params=0)
+            human = dict(r, arch="2nd observer", params=0, config={})
             observer = [row(human, f"{kind}", dict(
                 e["second_observer"][key], auc=None), "-")
                         for kind, key in (("pooled", "pooled"),
@@ -133,7 +133,7 @@ def ablation_table(paths) -> str:
         changed = {k: v for k, v in _flatten(r["config"]).items()
                    if _flatten(base["config"]).get(k) != v}
         lever = ", ".join(f"{k.split('.')[1]}={v}" for k, v in sorted(changed.items())
-                          if not k.endswith("seed")) or "baseline"
+                          if not k.endswith(("seed", "max_minutes"))) or "baseline"
         test = r["evaluation"][kind][metric]
         t = r["evaluation"]["inference"]["threshold"]
         delta = test - base["evaluation"][kind][metric]
