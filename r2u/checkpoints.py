@@ -225,7 +225,8 @@ def _from_saved_model(folder: str, experiment) -> Predictor:
 
 
 def _probabilities(serve: Callable) -> Callable:
-    """The probabilities of `serve`'s outputs (a plain tensor in exports before 0.2)."""
+    """The probabilities of `serve`'s outputs (a plain tensor in exports written before
+    the named outputs)."""
     def predict(images):
         out = serve(images)
         return out["probabilities"] if isinstance(out, dict) else out
