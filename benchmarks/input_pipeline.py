@@ -6,7 +6,7 @@
 
 For the built-in `synthetic` (lesion, 64x64) and `synthetic_vessels` (96x96)
 datasets, prepared into a temporary folder, and for every `--prepared_dir`,
-it times the training stream of `r2u.data.pipeline.make_dataset` in these
+it times the training stream of `PreparedData.dataset` (r2u.data.prepared) in these
 variants: cached / uncached x whole images / random patches x with / without
 augmentation. Each variant first runs one epoch (filling the cache), then
 `--repeats` blocks of `--batches` batches; the table shows the median rate in
@@ -28,9 +28,8 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from r2u.data import manifest as manifest_lib  # noqa: E402
-from r2u.data import pipeline  # noqa: E402
 from r2u.data import prepare  # noqa: E402
+from r2u.data import prepared  # noqa: E402
 
 _PREPARED = flags.DEFINE_multi_string(
     "prepared_dir", [], "Prepared dataset folders (e.g. DRIVE, ISIC) to add.")
@@ -47,9 +46,9 @@ _CHANNELS = flags.DEFINE_integer("channels", None, "Network input channels "
                                  "(default: as stored; the retina presets use 1).")
 
 
-def _variants(manifest: dict) -> list[dict]:
+def _variants(data: prepared.PreparedData) -> list[dict]:
     """The pipeline settings to time for one dataset."""
-    whole = bool(manifest["image_shape"])
+    whole = bool(data.image_shape)
     out = []
     for patches in ([False, True] if whole else [True]):
         for cache in (True, False):
@@ -58,7 +57,7 @@ def _variants(manifest: dict) -> list[dict]:
     return out
 
 
-def _time_variant(data_dir: str, manifest: dict, variant: dict) -> dict:
+def _time_variant(data: prepared.PreparedData, variant: dict) -> dict:
     """Median examples/s of one variant after a one-epoch warm-up."""
     kwargs = dict(training=True, cache=variant["cache"], augment=variant["augment"],
                   channels=_CHANNELS.value)
@@ -70,9 +69,9 @@ def _time_variant(data_dir: str, manifest: dict, variant: dict) -> dict:
     else:
         kwargs.update(batch_size=_BATCH_SIZE.value)
     batch = kwargs["batch_size"]
-    images = manifest["splits"]["train"]["num_examples"]
+    images = data.split("train").num_examples
     warmup = min(_MAX_WARMUP.value, -(-images * per_image // batch) + 1)
-    iterator = iter(pipeline.make_dataset(data_dir, "train", **kwargs))
+    iterator = iter(data.dataset("train", **kwargs))
     for _ in range(warmup):
         next(iterator)
     rates = []
@@ -83,7 +82,7 @@ def _time_variant(data_dir: str, manifest: dict, variant: dict) -> dict:
         out["image"].numpy()
         rates.append(_BATCHES.value * batch / (time.perf_counter() - start))
     median = statistics.median(rates)
-    return {**variant, "dataset": manifest["dataset"],
+    return {**variant, "dataset": data.name,
             "shape": list(out["image"].shape), "examples_per_s": median,
             "images_per_s": median / per_image, "all_examples_per_s": rates,
             "warmup_batches": warmup}
@@ -117,10 +116,10 @@ def main(argv):
     with tempfile.TemporaryDirectory() as root:
         dirs = (_synthetic_dirs(root) if _SYNTHETIC.value else []) + _PREPARED.value
         for data_dir in dirs:
-            manifest = manifest_lib.load(data_dir)
-            for variant in _variants(manifest):
-                logging.info("timing %s %s", manifest["dataset"], variant)
-                results.append(_time_variant(data_dir, manifest, variant))
+            data = prepared.load(data_dir)
+            for variant in _variants(data):
+                logging.info("timing %s %s", data.name, variant)
+                results.append(_time_variant(data, variant))
     print(_table(results))
     print(f"(median of {_REPEATS.value} x {_BATCHES.value} batches; "
           f"{os.cpu_count()} CPUs; tf {tf.__version__})")

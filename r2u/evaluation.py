@@ -14,7 +14,7 @@ import io
 import os
 import re
 import time
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +29,10 @@ from r2u import metrics
 from r2u import operating_point
 from r2u.data import manifest as manifest_lib
 from r2u.data import prepare
+from r2u.data import prepared
 from r2u.data import tfrecord
+
+Data = Union[prepared.PreparedData, str]  # a prepared dataset, or its folder
 
 DEFINITIONS = {
     "pooled": "scores of the confusion counts (and AUC) of all FOV pixels of all "
@@ -70,7 +73,7 @@ class Options:
     probs_dir: Optional[str] = None
 
 
-def raw_examples(data_dir: str, split: str, with_mask2: bool = False) -> Iterator[Dict]:
+def raw_examples(data: Data, split: str, with_mask2: bool = False) -> Iterator[Dict]:
     """The examples of a prepared split as numpy, in file order, unpreprocessed.
 
     Yields:
@@ -81,8 +84,9 @@ def raw_examples(data_dir: str, split: str, with_mask2: bool = False) -> Iterato
       DataError: naming a shard that is missing, of the wrong size (a shard cut at a
         record boundary reads without error, one image short) or unreadable.
     """
-    shards = tfrecord.shard_paths(data_dir, split)
-    manifest_lib.verify(data_dir, splits=[split])
+    data = prepared.of(data)
+    shards = data.shard_paths(split)
+    data.verify(splits=[split])
     for file in shards:
         dataset = tf.data.TFRecordDataset(file).map(
             lambda s: tfrecord.parse(s, with_mask2=with_mask2))
@@ -101,9 +105,9 @@ def raw_examples(data_dir: str, split: str, with_mask2: bool = False) -> Iterato
                                    "bin/prepare") from e
 
 
-def has_mask2(data_dir: str, split: str) -> bool:
+def has_mask2(data: Data, split: str) -> bool:
     """True if `split` of the prepared dataset has a second observer's masks."""
-    return split in manifest_lib.load(data_dir).get("mask2_splits", [])
+    return prepared.of(data).has_mask2(split)
 
 
 def resolve_data(predictor: checkpoints.Predictor, work_dir: str,
@@ -153,17 +157,27 @@ class Scorer:
 
     With `exact_auc`, AUC is rank-based on the probabilities themselves (every FOV
     pixel is kept until `result`); otherwise it comes from the streaming histogram.
+    `also_at` is a second threshold whose scores (no AUC: it does not depend on the
+    threshold) come from exact counts of the same pass (`result_also`).
     """
 
-    def __init__(self, threshold: float, exact_auc: bool = False):
+    def __init__(self, threshold: float, exact_auc: bool = False,
+                 also_at: Optional[float] = None):
         self.threshold = threshold
         self.pooled = metrics.StreamingMetrics(threshold=threshold)
         self.per_image = []
         self.scores = ([], []) if exact_auc else None  # positives, negatives
+        self.also_at = also_at
+        self.also = {"counts": np.zeros(len(metrics.COUNT_NAMES), np.int64),
+                     "per_image": []}
 
     def add(self, name: str, probs, mask, fov) -> Dict[str, float]:
         self.pooled.update(probs, mask, fov > 0)
         scores = {"id": name, **score(probs, mask, fov, self.threshold)}
+        if self.also_at is not None:
+            counts = _counts(probs, mask, fov, self.also_at)
+            self.also["counts"] += counts
+            self.also["per_image"].append(_scores(counts))
         if self.scores is not None:
             inside, truth = fov > 0, mask > 0
             pos, neg = probs[inside & truth], probs[inside & ~truth]
@@ -182,6 +196,28 @@ class Scorer:
                                    for s in self.per_image])
         return {"per_image": self.per_image, "pooled": {**pooled, "counts": counts},
                 "per_image_mean": means}
+
+    def result_also(self) -> Dict:
+        """"pooled" (with "counts") and "per_image_mean" scores at `also_at`."""
+        counts = self.also["counts"]
+        return {"pooled": {**_scores(counts),
+                           "counts": dict(zip(metrics.COUNT_NAMES, map(float, counts)))},
+                "per_image_mean": metrics.summarize(self.also["per_image"])}
+
+
+def _counts(probs, mask, fov, threshold: float) -> np.ndarray:
+    """Exact [tp, fp, fn, tn] of FOV pixels, as `r2u.metrics` counts them."""
+    predicted = np.asarray(probs, np.float32) > np.float32(threshold)
+    truth = np.asarray(mask, np.float32) > 0.5
+    inside = np.asarray(fov) > 0
+    return np.array([np.count_nonzero(inside & p & t) for p, t in (
+        (predicted, truth), (predicted, ~truth), (~predicted, truth),
+        (~predicted, ~truth))], np.int64)
+
+
+def _scores(counts: np.ndarray) -> Dict[str, float]:
+    scores = metrics.scores(dict(zip(metrics.COUNT_NAMES, counts.astype(np.float64))))
+    return {name: float(value) for name, value in scores.items()}
 
 
 def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
@@ -208,9 +244,9 @@ def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
             "examples": shown}
 
 
-def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
+def evaluate(predictor: checkpoints.Predictor, data: Data, split: str,
              options: Options = Options()) -> Dict:
-    """Scores `predictor` on `split` of a prepared dataset.
+    """Scores `predictor` on `split` of a prepared dataset (or its folder).
 
     Returns:
       A JSON-friendly dict: "per_image" ([{"id", metrics...}]), "pooled" (metrics plus
@@ -222,38 +258,36 @@ def evaluate(predictor: checkpoints.Predictor, data_dir: str, split: str,
       ValueError: `second_observer` on a split without mask2, or an empty split.
     """
     start = time.perf_counter()
-    if options.second_observer and not has_mask2(data_dir, split):
-        raise ValueError(f"{data_dir}: split {split!r} has no second observer (mask2)")
+    data = prepared.of(data)
+    if options.second_observer and not data.has_mask2(split):
+        raise ValueError(f"{data.path}: split {split!r} has no second observer (mask2)")
     threshold = predictor.threshold if options.threshold is None else options.threshold
     options = dataclasses.replace(options, threshold=threshold)
-    model, at_half = Scorer(threshold, exact_auc=True), Scorer(0.5)
+    model = Scorer(threshold, exact_auc=True, also_at=0.5)
     observer = Scorer(0.5)  # a binary 0/1 mask
-    for i, ex in enumerate(raw_examples(data_dir, split, options.second_observer)):
+    for i, ex in enumerate(raw_examples(data, split, options.second_observer)):
         if options.max_images is not None and i >= options.max_images:
             break
         probs = predictor.predict_image(ex["image"], options.tile, options.stride)
         probs = probs[..., 1]  # foreground
         scores = model.add(ex["id"], probs, ex["mask"], ex["fov"])
-        at_half.add(ex["id"], probs, ex["mask"], ex["fov"])
         if options.second_observer:
             observer.add(ex["id"], ex["mask2"].astype(np.float32), ex["mask"],
                          ex["fov"])
         _write_extras(i, ex, probs, options)
         logging.info("%s: dice %.4f auc %.4f", ex["id"], scores["dice"], scores["auc"])
     if not model.per_image:
-        raise ValueError(f"{data_dir}: split {split!r} has no images")
+        raise ValueError(f"{data.path}: split {split!r} has no images")
     result = model.result()
-    half = at_half.result()
-    result["at_threshold_0.5"] = {k: {n: v for n, v in half[k].items() if n != "auc"}
-                                  for k in ("pooled", "per_image_mean")}
+    result["at_threshold_0.5"] = model.result_also()
     if options.second_observer:
         result["second_observer"] = _balanced_accuracy(observer.result())
     tile = options.tile
     result.update(
         num_images=len(model.per_image), model=predictor.info(),
         definitions=DEFINITIONS,
-        data={"data_dir": os.path.abspath(data_dir), "split": split,
-              "dataset": manifest_lib.load(data_dir)["dataset"]},
+        data={"data_dir": os.path.abspath(data.path), "split": split,
+              "dataset": data.name},
         inference={"threshold": threshold, "fov_masked": True,
                    "mode": "tiled" if tile else "whole_image", "tile": tile or None,
                    "stride": (options.stride or tile // 2) if tile else None},

@@ -12,7 +12,7 @@ at any point resumes to the same history, best checkpoint and export.
 import dataclasses
 import json
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 import tensorflow as tf
 from absl import logging
@@ -32,9 +32,7 @@ from r2u import metrics
 from r2u import models
 from r2u import optim
 from r2u import summaries
-from r2u.data import manifest
-from r2u.data import pipeline
-from r2u.data import tfrecord
+from r2u.data import prepared
 
 
 @dataclasses.dataclass
@@ -181,10 +179,11 @@ def make_train_loop(step: Callable, steps_per_call: int,
     return loop
 
 
-def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
-          resume: bool = False, strategy: Optional[tf.distribute.Strategy] = None,
+def train(exp: config_lib.Experiment, model_dir: str,
+          data: Union[prepared.PreparedData, str], resume: bool = False,
+          strategy: Optional[tf.distribute.Strategy] = None,
           resume_overrides: bool = False) -> Dict:
-    """Trains `exp` on prepared TFRecords in `data_dir`; returns the final summary.
+    """Trains `exp` on a prepared dataset (or its folder); returns the final summary.
 
     Under a multi-worker strategy every worker calls this with the same arguments: only
     the chief writes `model_dir`, the others a private folder deleted at the end, and
@@ -202,6 +201,7 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
     its sha256).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    data = prepared.of(data)  # the one read of the manifest
     with distribute.worker_dir(strategy, model_dir) as out_dir:
         cfg = exp.train
         _check_resume(exp, model_dir, resume, resume_overrides)
@@ -214,24 +214,24 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         latest = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"), 3)
         best = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "best"), 1)
         _restore(state, model_dir, strategy)
-        loss_fn = losses.loss_fn(cfg.loss, _class_weights(cfg.class_weights, data_dir))
-        total_steps = cfg.steps or cfg.epochs * _steps_per_epoch_of(data_dir, exp)
+        loss_fn = losses.loss_fn(cfg.loss, _class_weights(cfg.class_weights, data))
+        total_steps = cfg.steps or cfg.epochs * _steps_per_epoch_of(data, exp)
         schedule = lambda step: optim.learning_rate(  # noqa: E731
             step, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, total_steps)
         step = make_train_step(state, loss_fn, cfg.clip_norm, devices.resolve_xla(cfg.xla),
                                strategy, schedule)
         done = int(state.step.numpy())
         iterator = iter(strategy.distribute_datasets_from_function(
-            lambda ctx: _training_dataset(data_dir, exp, ctx, done)))
-        epochs = _Epochs(exp, state, plain, data_dir, model_dir, out_dir, best, strategy)
+            lambda ctx: _training_dataset(data, exp, ctx, done)))
+        epochs = _Epochs(exp, state, plain, data, model_dir, out_dir, best, strategy)
         if resume_overrides:  # new settings may train on after an early stop
             epochs.done["stopped"] = False
         try:
-            _fit(exp, state, step, iterator, data_dir, model_dir, latest, epochs)
+            _fit(exp, state, step, iterator, data, model_dir, latest, epochs)
         except tf.errors.DataLossError as e:
             # A shard of the right size with changed bytes: name it by its sha256.
-            manifest.verify(data_dir, full=True)
-            raise errors.DataError(f"{data_dir}: corrupt record ({e.message.strip()[:200]})"
+            data.verify(full=True)
+            raise errors.DataError(f"{data.path}: corrupt record ({e.message.strip()[:200]})"
                                    "; re-run bin/prepare") from e
         except KeyboardInterrupt:
             if distribute.num_workers(strategy) == 1:  # saving is collective: peers may
@@ -261,10 +261,10 @@ def train(exp: config_lib.Experiment, model_dir: str, data_dir: str,
         return summary
 
 
-def _fit(exp, state, step, iterator, data_dir, model_dir, latest, epochs) -> None:
+def _fit(exp, state, step, iterator, data, model_dir, latest, epochs) -> None:
     """Epochs of steps, each ended by the latest checkpoint and `epochs.end`."""
     cfg = exp.train
-    steps_per_epoch = _steps_per_epoch_of(data_dir, exp)
+    steps_per_epoch = _steps_per_epoch_of(data, exp)
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
     stop_at_non_finite = state.loss_scale is None
     loops = {}
@@ -312,8 +312,8 @@ class _Epochs:
     validates the restored checkpoint again.
     """
 
-    def __init__(self, exp, state, plain, data_dir, model_dir, out_dir, best, strategy):
-        self.exp, self.state, self.plain, self.data_dir = exp, state, plain, data_dir
+    def __init__(self, exp, state, plain, data, model_dir, out_dir, best, strategy):
+        self.exp, self.state, self.plain, self.data = exp, state, plain, data
         self.out_dir, self.best, self.strategy = out_dir, best, strategy
         network = inference.network_fn(plain)
         self.predict = lambda x: network(x)[..., 1]  # foreground [1, H, W]
@@ -328,7 +328,7 @@ class _Epochs:
 
     def end(self, done: int, epoch: int, progress: summaries.Progress) -> None:
         distribute.copy_variables(self.state.model, self.plain)
-        record = _end_epoch(self.exp, self.state, self.data_dir, self.writers, epoch,
+        record = _end_epoch(self.exp, self.state, self.data, self.writers, epoch,
                             self.predict)
         record["score"] = float(distribute.from_chief(self.strategy, [record["score"]])[0])
         faults.point("after_validation")
@@ -421,36 +421,36 @@ def _restore(state, model_dir, strategy) -> None:
     distribute.check_same_step(strategy, int(state.step.numpy()), model_dir)
 
 
-def _training_dataset(data_dir: str, exp: config_lib.Experiment,
+def _training_dataset(data: prepared.PreparedData, exp: config_lib.Experiment,
                       ctx: tf.distribute.InputContext, done: int) -> tf.data.Dataset:
     """This input pipeline's endless, seeded training stream, `done` steps in."""
-    data, cfg = exp.data, exp.train
-    distribute.log_shards(ctx, tfrecord.shard_paths(data_dir, "train"))
-    return pipeline.make_dataset(
-        data_dir, "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
-        training=True, patch_size=data.patch_size,
-        patches_per_image=data.patches_per_image, channels=exp.model.in_channels,
-        contrast=data.contrast, augment=data.augment, seed=cfg.seed, cache=data.cache,
+    cut, cfg = exp.data, exp.train
+    distribute.log_shards(ctx, data.shard_paths("train"))
+    return data.dataset(
+        "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
+        training=True, patch_size=cut.patch_size,
+        patches_per_image=cut.patches_per_image, channels=exp.model.in_channels,
+        contrast=cut.contrast, augment=cut.augment, seed=cfg.seed, cache=cut.cache,
         input_context=ctx).skip(distribute.batches_to_skip(ctx, done))
 
 
-def _steps_per_epoch_of(data_dir: str, exp: config_lib.Experiment) -> int:
+def _steps_per_epoch_of(data: prepared.PreparedData, exp: config_lib.Experiment) -> int:
     """`steps_per_epoch`, else one pass over the training images (times patches per
     image for patch training)."""
     if exp.train.steps_per_epoch:
         return exp.train.steps_per_epoch
-    examples = manifest.load(data_dir)["splits"]["train"]["num_examples"]
+    examples = data.split("train").num_examples
     if exp.data.patch_size:
         examples *= exp.data.patches_per_image
     return max(1, examples // exp.train.batch_size)
 
 
-def _end_epoch(exp, state, data_dir, writers, epoch, predict) -> Dict:
+def _end_epoch(exp, state, data, writers, epoch, predict) -> Dict:
     step = int(state.step.numpy())
     train_scores = {k: float(v) for k, v in state.train_metrics.result().items()}
     writers.scalars("train", step, **train_scores)
-    val = evaluation.validate(predict, pipeline.make_dataset(
-        data_dir, "validation", batch_size=1, training=False,
+    val = evaluation.validate(predict, data.dataset(
+        "validation", batch_size=1, training=False,
         channels=exp.model.in_channels, contrast=exp.data.contrast, cache=False),
         exp.data.headline)
     point = val["operating_point"]
@@ -480,11 +480,11 @@ def _raise_non_finite(state, total_steps: int, model_dir: str) -> None:
         f"checkpoint: {tf.train.latest_checkpoint(os.path.join(model_dir, 'ckpt'))}")
 
 
-def _class_weights(spec: str, data_dir: str):
+def _class_weights(spec: str, data: prepared.PreparedData):
     if spec == "none":
         return None
     if spec == "auto":
-        return pipeline.class_weights(data_dir)
+        return list(data.class_weights)
     return config_lib.parse_pair(spec)
 
 

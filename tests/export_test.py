@@ -78,8 +78,8 @@ class TrainedWithContrastTest(tf.test.TestCase):
     """Training-time validation, the checkpoint and the SavedModel see one input."""
 
     def test_three_paths_give_the_same_probabilities(self):
-        from r2u.data import pipeline
         from r2u.data import prepare
+        from r2u.data import prepared
         root = tempfile.mkdtemp()
         data_dir = os.path.join(root, "data")
         prepare.prepare("synthetic", None, data_dir, image_size=32, limit=8)
@@ -96,8 +96,8 @@ class TrainedWithContrastTest(tf.test.TestCase):
         self.assertTrue(saved.spec.contrast)
         self.assertEqual(saved.spec, ckpt.spec)
         # As training validated: the tf.data pipeline's preprocessing, then the network.
-        validation = pipeline.make_dataset(data_dir, "validation", batch_size=1,
-                                           training=False, channels=3, contrast=True,
+        validation = prepared.load(data_dir).dataset("validation", batch_size=1,
+                                                     training=False, channels=3, contrast=True,
                                            cache=False)
         from r2u import evaluation
         raw = evaluation.raw_examples(data_dir, "validation")

@@ -3,6 +3,7 @@ training meets it without --verify_data."""
 
 import os
 import tempfile
+from unittest import mock
 
 import tensorflow as tf
 
@@ -11,6 +12,8 @@ from r2u import train
 from r2u.data import imageio
 from r2u.data import manifest
 from r2u.data import prepare
+from r2u.data import prepared
+from r2u.data import tfrecord
 
 
 class VerifyTest(tf.test.TestCase):
@@ -59,6 +62,55 @@ class VerifyTest(tf.test.TestCase):
         os.remove(self.shard)
         with self.assertRaisesRegex(imageio.DataError, "train-00001-of-00002.*missing"):
             manifest.verify(self.dir)
+
+
+class PreparedDataTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.dir = tempfile.mkdtemp()
+        prepare.prepare("synthetic", None, cls.dir, image_size=16, limit=4, num_shards=2)
+
+    def test_everything_comes_from_one_read_of_the_manifest(self):
+        body = manifest.load(self.dir)
+        with mock.patch.object(manifest, "load", side_effect=[body]) as load:
+            data = prepared.load(self.dir)
+            data.verify(full=True)
+            train_split = data.split("train")
+            self.assertEqual(list(train_split.shards), tfrecord.shard_paths(
+                self.dir, "train", body))
+            ds = data.dataset("validation", batch_size=1, training=False)
+        load.assert_called_once_with(self.dir)
+        self.assertEqual(data.name, "synthetic")
+        self.assertEqual(train_split.num_examples, body["splits"]["train"]["num_examples"])
+        self.assertEqual(list(train_split.ids), body["splits"]["train"]["ids"])
+        self.assertLen(train_split.shards, 2)
+        self.assertEqual(list(data.class_weights), body["class_weights"])
+        self.assertEqual(data.channels, 3)
+        self.assertEqual(data.image_shape, (16, 16, 3))
+        self.assertEqual(len(list(ds)), data.split("validation").num_examples)
+        self.assertIs(prepared.of(data), data)
+
+    def test_unknown_split_is_named(self):
+        with self.assertRaisesRegex(imageio.DataError, r"manifest.json: no split 'dev'"):
+            prepared.load(self.dir).split("dev")
+
+    def test_a_missing_manifest_is_named(self):
+        with self.assertRaisesRegex(imageio.DataError, "manifest not found"):
+            prepared.of(tempfile.mkdtemp())
+
+    def test_verify_names_a_truncated_shard_without_reading_the_manifest_again(self):
+        root = tempfile.mkdtemp()
+        prepare.prepare("synthetic", None, root, image_size=16, limit=4, num_shards=2)
+        data = prepared.load(root)
+        shard = data.split("train").shards[1]
+        with open(shard, "r+b") as f:
+            f.truncate(os.path.getsize(shard) - 7)
+        with mock.patch.object(manifest, "load", side_effect=AssertionError("re-read")):
+            with self.assertRaisesRegex(imageio.DataError,
+                                        "train-00001-of-00002.*truncated"):
+                data.verify()
 
 
 if __name__ == "__main__":

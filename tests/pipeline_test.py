@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from r2u.data import manifest as manifest_lib
-from r2u.data import pipeline
+from r2u.data import prepared
 from r2u.data import preprocess
 from r2u.data import synthetic
 from r2u.data import tfrecord
@@ -57,7 +57,7 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
         super().tearDownClass()
 
     def test_training_whole_images(self):
-        ds = pipeline.make_dataset(self.lesion, "train", batch_size=4, training=True)
+        ds = prepared.load(self.lesion).dataset("train", batch_size=4, training=True)
         spec = ds.element_spec
         self.assertEqual(spec["image"], tf.TensorSpec([4, 32, 32, 3], tf.float32))
         self.assertEqual(spec["mask"], tf.TensorSpec([4, 32, 32], tf.int32))
@@ -72,7 +72,7 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_same_seed_same_stream(self):
         def stream(seed, cache=True):
-            ds = pipeline.make_dataset(self.lesion, "train", batch_size=3,
+            ds = prepared.load(self.lesion).dataset("train", batch_size=3,
                                        training=True, seed=seed, cache=cache)
             return _take(ds, 4)
 
@@ -84,7 +84,7 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
         self.assertNotAllClose(first[0]["image"], other[0]["image"])
 
     def test_no_augmentation_gives_preprocessed_originals(self):
-        ds = pipeline.make_dataset(self.lesion, "train", batch_size=8, training=True,
+        ds = prepared.load(self.lesion).dataset("train", batch_size=8, training=True,
                                    augment=False, channels=1, contrast=True)
         batch = _take(ds, 1)[0]
         originals = np.stack([e["image"] for k, e in self.lesion_examples.items()
@@ -96,7 +96,7 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
             self.assertLess(errors.min(), 1e-4)
 
     def test_patches_are_static_and_aligned_with_fov(self):
-        ds = pipeline.make_dataset(self.vessels, "train", batch_size=8, training=True,
+        ds = prepared.load(self.vessels).dataset("train", batch_size=8, training=True,
                                    patch_size=16, patches_per_image=4, channels=1,
                                    standardize_in_fov=True)
         self.assertEqual(ds.element_spec["image"].shape, (8, 16, 16, 1))
@@ -110,14 +110,14 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
             self.assertGreater(batch["mask"].sum(), 0)
 
     def test_resize(self):
-        ds = pipeline.make_dataset(self.lesion, "train", batch_size=2, training=True,
+        ds = prepared.load(self.lesion).dataset("train", batch_size=2, training=True,
                                    image_size=16)
         self.assertEqual(ds.element_spec["image"].shape, (2, 16, 16, 3))
         batch = _take(ds, 1)[0]
         self.assertContainsSubset(np.unique(batch["mask"]), {0, 1})
 
     def test_evaluation_yields_whole_images_once(self):
-        ds = pipeline.make_dataset(self.lesion, "validation", batch_size=5,
+        ds = prepared.load(self.lesion).dataset("validation", batch_size=5,
                                    training=False)
         batches = _take(ds, 10)
         self.assertLen(batches, 3)
@@ -136,7 +136,7 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
         for index in range(2):
             context = tf.distribute.InputContext(num_input_pipelines=2,
                                                  input_pipeline_id=index)
-            ds = pipeline.make_dataset(self.lesion, "train", batch_size=1,
+            ds = prepared.load(self.lesion).dataset("train", batch_size=1,
                                        training=False, input_context=context)
             seen.append({b["id"][0].decode() for b in _take(ds, 100)})
         self.assertLen(seen[0], 4)
@@ -147,26 +147,26 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
     def test_fewer_shards_than_pipelines_raises(self):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0)
         with self.assertRaisesRegex(ValueError, "1 shard file.*2 input pipelines"):
-            pipeline.make_dataset(self.lesion, "validation", batch_size=1,
+            prepared.load(self.lesion).dataset("validation", batch_size=1,
                                   training=True, input_context=context)
 
     def test_whole_image_training_needs_a_size_when_sizes_vary(self):
         varying = os.path.join(self.root, "varying")
         _write_dataset(varying, "lesion", 32, {"train": (2, 1)}, image_shape=False)
         with self.assertRaisesRegex(ValueError, "image_size"):
-            pipeline.make_dataset(varying, "train", batch_size=2, training=True)
-        ds = pipeline.make_dataset(varying, "train", batch_size=2, training=True,
+            prepared.load(varying).dataset("train", batch_size=2, training=True)
+        ds = prepared.load(varying).dataset("train", batch_size=2, training=True,
                                    patch_size=8, patches_per_image=2)
         self.assertEqual(ds.element_spec["image"].shape, (2, 8, 8, 3))
         self.assertLen(_take(ds, 1), 1)
 
     def test_patch_larger_than_images_raises(self):
         with self.assertRaisesRegex(ValueError, "patch_size 48"):
-            pipeline.make_dataset(self.lesion, "train", batch_size=2, training=True,
+            prepared.load(self.lesion).dataset("train", batch_size=2, training=True,
                                   patch_size=48)
 
     def test_class_weights(self):
-        self.assertEqual(pipeline.class_weights(self.lesion), [0.6, 2.5])
+        self.assertEqual(list(prepared.load(self.lesion).class_weights), [0.6, 2.5])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from r2u import config
 from r2u import losses
 from r2u import train
 from r2u import inference
+from r2u.data import manifest
 from r2u.data import prepare
+from r2u.data import prepared
 from r2u.data import preprocess
 from r2u.data import tfrecord
 
@@ -183,6 +185,20 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class TrainLoopTest(tf.test.TestCase):
+
+    def test_the_manifest_is_read_once_per_run(self):
+        data_dir, reads, real = tiny_data(), [], manifest.load
+
+        def counting(path):
+            reads.append(path)
+            return real(path)
+
+        with mock.patch.object(manifest, "load", counting):
+            # Two epochs: two validations, the training stream, weights and counts.
+            train.train(tiny_experiment(), tempfile.mkdtemp(), data_dir)
+            self.assertEqual(reads, [data_dir])
+            train.train(tiny_experiment(), tempfile.mkdtemp(), prepared.load(data_dir))
+        self.assertEqual(reads, [data_dir] * 2)  # the second run: only the load above
 
     def test_end_to_end_writes_checkpoints_summaries_config_and_export(self):
         model_dir = tempfile.mkdtemp()

@@ -21,8 +21,8 @@ from r2u import devices  # noqa: E402
 from r2u import distribute  # noqa: E402
 from r2u import losses  # noqa: E402
 from r2u import train  # noqa: E402
-from r2u.data import manifest  # noqa: E402
 from r2u.data import prepare  # noqa: E402
+from r2u.data import prepared  # noqa: E402
 
 _DATASET = flags.DEFINE_enum("dataset", "synthetic", sorted(config.PRESETS), "Dataset preset.")
 _ARCH = flags.DEFINE_enum("arch", "r2unet", config.ARCHS, "Architecture.")
@@ -109,8 +109,9 @@ def main(argv):
                                            os.path.join(model_dir, "data"),
                                            exp.data.image_size,
                                            exp.data.validation_count)
-        manifest.verify(data_dir, full=_VERIFY.value)
-        summary = train.train(exp, model_dir, data_dir, resume=_RESUME.value,
+        data = prepared.load(data_dir)
+        data.verify(full=_VERIFY.value)
+        summary = train.train(exp, model_dir, data, resume=_RESUME.value,
                               resume_overrides=_ALLOW_CHANGED.value,
                               strategy=strategy)
     except (ValueError, FileExistsError, FloatingPointError, OSError) as e:

@@ -67,15 +67,17 @@ def load(data_dir: str) -> dict:
     return manifest
 
 
-def verify(data_dir: str, full: bool = False, splits=None) -> None:
+def verify(data_dir: str, full: bool = False, splits=None,
+           manifest: dict | None = None) -> None:
     """Checks every shard the manifest lists (of `splits` only, if given): present and
-    of the recorded size; with `full`, also its sha256 (reads every byte).
+    of the recorded size; with `full`, also its sha256 (reads every byte). `manifest`,
+    if given, is the one already read from `data_dir` (not read again).
 
     Raises:
       DataError: naming the first shard that is missing, truncated, grown or changed.
     """
     from r2u.data import tfrecord  # tfrecord imports TensorFlow; keep this module light
-    manifest = load(data_dir)
+    manifest = manifest if manifest is not None else load(data_dir)
     for split, info in manifest["splits"].items():
         if splits is not None and split not in splits:
             continue

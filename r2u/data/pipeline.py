@@ -21,7 +21,6 @@ Evaluation yields one whole image at a time (batch 1, no augmentation) with
 import tensorflow as tf
 
 from r2u.data import augment as augment_lib
-from r2u.data import manifest as manifest_lib
 from r2u.data import patches
 from r2u.data import preprocess as preprocess_lib
 from r2u.data import tfrecord
@@ -30,7 +29,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def make_dataset(
-    data_dir: str,
+    data,
     split: str,
     *,
     batch_size: int,
@@ -50,7 +49,8 @@ def make_dataset(
     """Builds the input pipeline of one split of a prepared dataset.
 
     Args:
-        data_dir: folder with `manifest.json` and the TFRecord shards.
+        data: the prepared dataset (`r2u.data.prepared.PreparedData`, whose
+            `dataset` method calls this).
         split: e.g. "train", "validation", "test".
         batch_size: examples (or patches) per batch of this pipeline; with
             several input pipelines, the per-replica batch size. Ignored when
@@ -81,20 +81,19 @@ def make_dataset(
         ValueError: fewer shards than input pipelines, whole-image training
             on images of varying size without `image_size`, or patches larger
             than the images.
-        DataError: missing or corrupt manifest, unknown split.
+        DataError: unknown split.
     """
-    manifest = manifest_lib.load(data_dir)
-    stored = int(manifest["channels"])
+    stored = data.channels
     channels = channels or stored
-    files = _files_for_pipeline(tfrecord.shard_paths(data_dir, split), input_context)
-    size = _size(image_size, manifest.get("image_shape"))
+    files = _files_for_pipeline(data.shard_paths(split), input_context)
+    size = _size(image_size, data.image_shape)
     if training and patch_size is None and size is None:
         raise ValueError(
-            f"{data_dir}: images vary in size; whole-image training needs "
+            f"{data.path}: images vary in size; whole-image training needs "
             "image_size (or patch_size)")
     if training and patch_size is not None and size and min(size) < patch_size:
         raise ValueError(f"patch_size {patch_size} exceeds the image size {size}")
-    with_mask2 = not training and split in manifest.get("mask2_splits", [])
+    with_mask2 = not training and data.has_mask2(split)
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                        num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -119,11 +118,6 @@ def make_dataset(
     if patch_size is not None:
         ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed + 1)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-
-
-def class_weights(data_dir: str) -> list[float]:
-    """Returns the [w0, w1] class weights recorded in the manifest."""
-    return [float(w) for w in manifest_lib.load(data_dir)["class_weights"]]
 
 
 def _no_autograph(fn):

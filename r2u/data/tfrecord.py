@@ -166,13 +166,14 @@ def write_split(out_dir: str, split: str, examples: Iterable[dict],
     return {"num_examples": len(ids), "shards": shards, "ids": ids}
 
 
-def shard_paths(data_dir: str, split: str) -> list[str]:
-    """Returns the shard paths of `split`, in order, from the manifest.
+def shard_paths(data_dir: str, split: str, manifest: dict | None = None) -> list[str]:
+    """Returns the shard paths of `split`, in order, from the manifest (`manifest`, if
+    given, is the one already read from `data_dir`).
 
     Raises:
       DataError: missing/corrupt manifest or unknown split.
     """
-    manifest = manifest_lib.load(data_dir)
+    manifest = manifest if manifest is not None else manifest_lib.load(data_dir)
     splits = manifest["splits"]
     if split not in splits:
         raise errors.DataError(
