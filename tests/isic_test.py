@@ -1,11 +1,13 @@
 """Tests for r2u.data.isic on tiny fixtures and (if present) the real data."""
 
 import os
+import re
 import shutil
 import tempfile
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from PIL import Image
 
 from r2u.data import imageio
@@ -135,6 +137,68 @@ class IsicTest(tf.test.TestCase):
         with self.assertRaisesRegex(
                 imageio.DataError, "ISIC_0000000.jpg: cannot decode"):
             next(isic.examples(root, "train"))
+
+
+def write_pair(root, image_hw, mask_hw):
+    """One image (gray 90) and mask (right half lesion) of the given (height, width)
+    in `root`, as an entry of `isic.list_splits`."""
+    image = os.path.join(root, "ISIC_0000000.jpg")
+    mask = os.path.join(root, "ISIC_0000000_segmentation.png")
+    Image.fromarray(np.full((*image_hw, 3), 90, np.uint8)).save(image)
+    pixels = np.zeros(mask_hw, np.uint8)
+    pixels[:, mask_hw[1] // 2:] = 255
+    Image.fromarray(pixels).save(mask)
+    return {"id": "ISIC_0000000", "image": image, "mask": mask}
+
+
+class MaskSizeTest(tf.test.TestCase):
+    """A mask of another size than its image: refused, or resized with a log line."""
+
+    def test_another_aspect_ratio_is_refused_in_one_line_naming_the_mask(self):
+        for image_hw, mask_hw in [((12, 16), (20, 20)),  # image not square
+                                  ((32, 32), (12, 16))]:  # square, larger than mask
+            entry = write_pair(_tmpdir(self), image_hw, mask_hw)
+            for size in ((8, 8), None):
+                with self.assertRaisesRegex(
+                        imageio.DataError,
+                        f"^{re.escape(entry['mask'])}: mask {mask_hw[1]}x{mask_hw[0]}, "
+                        f"image {re.escape(entry['image'])} {image_hw[1]}x"
+                        f"{image_hw[0]} .*another aspect ratio\\)$") as caught:
+                    isic.read_example(entry, size)
+                self.assertNotIn("\n", str(caught.exception))
+
+    def test_a_pure_rescale_is_resized_with_a_log_line(self):
+        entry = write_pair(_tmpdir(self), (12, 16), (24, 32))
+        for size in ((6, 8), None):
+            with self.assertLogs(logging.get_absl_logger(), "INFO") as logs:
+                example = isic.read_example(entry, size)
+            self.assertLen(logs.output, 1)
+            self.assertRegex(logs.output[0], f"{re.escape(entry['mask'])}: mask 32x24,"
+                             f" image .* 16x12 .*a rescale, resized")
+            height, width = size or (12, 16)
+            expected = np.zeros((height, width), np.uint8)
+            expected[:, width // 2:] = 1
+            self.assertAllEqual(example["mask"], expected)
+
+    def test_a_mask_of_its_image_size_is_read_without_a_log_line(self):
+        entry = write_pair(_tmpdir(self), (12, 16), (12, 16))
+        with self.assertNoLogs(logging.get_absl_logger(), "DEBUG"):
+            example = isic.read_example(entry, None)
+        self.assertEqual(example["mask"].shape, (12, 16))
+
+    def test_an_image_squashed_to_a_square_trains_but_is_no_test_image(self):
+        entry = write_pair(_tmpdir(self), (8, 8), (12, 24))
+        verbosity = logging.get_verbosity()
+        self.addCleanup(logging.set_verbosity, verbosity)
+        logging.set_verbosity(1)
+        with self.assertLogs(logging.get_absl_logger(), "DEBUG") as logs:
+            example = isic.read_example(entry, (4, 4))
+        self.assertLen(logs.output, 1)
+        self.assertRegex(logs.output[0], f"{re.escape(entry['mask'])}: mask 24x12, "
+                         "image .* 8x8 .*squashed to a square, mask resized")
+        self.assertAllEqual(example["mask"], [[0, 0, 1, 1]] * 4)
+        with self.assertRaisesRegex(imageio.DataError, "another aspect ratio"):
+            isic.read_example(entry, None)  # test images keep their resolution
 
 
 class RealIsicTest(tf.test.TestCase):

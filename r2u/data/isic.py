@@ -10,9 +10,10 @@ or `.png` (any case), but one id with two image files is an error: which
 one is meant is unknown. Other files (e.g. `*_superpixels.png`, metadata
 CSVs) are ignored.
 
-Images and masks come in many sizes, and may differ from each other (our
-copy has 256x256 training images with original-size masks), so both are
-resized to a common size: the image bilinear (antialiased), the mask
+Images and masks come in many sizes, and a mask may differ from its image
+(our copy has 256x256 training images with original-size masks;
+`check_mask_fits` says which differences are accepted), so both are resized
+to a common size: the image bilinear (antialiased), the mask
 nearest-neighbour. There is no field of view: `fov` is all ones.
 
 `protocol_splits` is what training uses: 10% of the official training pairs
@@ -135,21 +136,52 @@ def read_example(entry: dict,
     """Reads, checks and resizes one pair to `image_size` (height, width).
 
     With `image_size` None the image keeps its size and the mask is brought to
-    it (nearest) if it is a pure rescale of it; any other mask is refused.
+    it (nearest). A mask whose size differs from its image's is checked first
+    (`check_mask_fits`).
     """
     image = imageio.read_image(entry["image"], channels=3)
     mask = imageio.read_mask(entry["mask"])
-    if image_size is None:
-        image_size = image.shape[:2]
-        (h, w), (mh, mw) = image_size, mask.shape
-        if abs(mh * w - mw * h) > max(mh, mw, h, w):  # more than a pixel off
-            raise errors.DataError(
-                f"{entry['mask']}: mask is {mw}x{mh}, not a rescale of image "
-                f"{entry['image']} ({w}x{h}, width x height)")
+    check_mask_fits(entry, image.shape[:2], mask.shape, squashed_ok=bool(image_size))
+    image_size = image_size or image.shape[:2]
     image = imageio.resize_image(image, image_size)
     mask = imageio.resize_mask(mask, image_size)
     return {"id": entry["id"], "image": image, "mask": mask,
             "fov": np.ones(image_size, np.uint8)}
+
+
+def check_mask_fits(entry: dict, image_shape: tuple[int, int],
+                    mask_shape: tuple[int, int], squashed_ok: bool) -> None:
+    """Refuses a mask that does not fit its image; logs the ones that will be resized.
+
+    A mask of the image's size fits. A mask of its aspect ratio (to a pixel) is a
+    pure rescale: resized, one log line. Any other aspect ratio would be stretched
+    over a different picture, so it is refused, one line naming the mask, except
+    when `squashed_ok` and the image is a square smaller than the mask both ways:
+    an image already squashed to a square, as every training image of the ISIC
+    2017 copy in shared/data (256x256 JPEGs, original-size masks; refusing those
+    would refuse all 2,000 pairs). Such masks are resized with the image, logged
+    at verbosity 1 (the first one at INFO). The test split, scored at its original
+    resolution, never passes `squashed_ok`.
+
+    Raises:
+      DataError: the mask's aspect ratio differs from its image's.
+    """
+    (h, w), (mh, mw) = image_shape, mask_shape
+    if (h, w) == (mh, mw):
+        return
+    sizes = f"mask {mw}x{mh}, image {entry['image']} {w}x{h} (width x height)"
+    if abs(mh * w - mw * h) <= max(mh, mw, h, w):  # a pixel off at most
+        logging.info("%s: %s: a rescale, resized", entry["mask"], sizes)
+    elif squashed_ok and h == w and h < mh and w < mw:
+        note = "%s: %s: taken as an image squashed to a square, mask resized"
+        if logging.vlog_is_on(1):
+            logging.vlog(1, note, entry["mask"], sizes)
+        else:
+            logging.log_first_n(logging.INFO, note + " (all such: --verbosity=1)", 1,
+                                entry["mask"], sizes)
+    else:
+        raise errors.DataError(f"{entry['mask']}: {sizes}: not a rescale of the "
+                               "image (another aspect ratio)")
 
 
 def examples(data_dir: str, split: str,
