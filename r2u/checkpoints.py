@@ -40,7 +40,8 @@ class Predictor:
       predict: raw float32 [B, H, W, C] -> float32 probabilities [B, H, W, K]; images
         go through `spec` (input scale, channels, optional contrast, standardisation),
         are padded to a multiple of 2**depth and cropped back. For a SavedModel it is
-        its `serve`.
+        its `serve`. A model standardised over the field of view takes `(images, fov)`
+        with a float32 [B, H, W] fov.
       network: preprocessed float32 [B, h, w, C] -> probabilities [B, h, w, K] (any
         size); tiled inference runs it on tiles of the whole preprocessed image.
       model_cfg: the network's configuration.
@@ -67,15 +68,19 @@ class Predictor:
         """The operating point chosen on validation images (0.5 if none was)."""
         return self.spec.threshold
 
-    def preprocess(self, images) -> tf.Tensor:
-        """Raw [B, H, W, C] images -> the network's standardised input (training size)."""
-        channels = self.model_cfg.in_channels
-        x = to_model_channels(images, channels)
+    def preprocess(self, images, fov=None) -> tf.Tensor:
+        """Raw [B, H, W, C] images -> the network's standardised input (training size);
+        `fov` [B, H, W] is needed by models standardised over it (`spec.needs_fov`)."""
+        x = to_model_channels(images, self.model_cfg.in_channels)
         if self.spec.input_size:
             x = tf.image.resize(x, self.spec.input_size, antialias=True)
-        return preprocess.preprocess(x, channels, self.spec.contrast)
+            if fov is not None:
+                fov = tf.image.resize(tf.cast(fov, tf.float32)[..., None],
+                                      self.spec.input_size, "nearest")[..., 0]
+        return preprocess.apply(self.spec.preprocessing, x, fov)
 
-    def predict_image(self, image, tile: int = 0, stride: int = 0) -> np.ndarray:
+    def predict_image(self, image, tile: int = 0, stride: int = 0,
+                      fov=None) -> np.ndarray:
         """Probabilities [H, W, K] of one raw image [H, W, C] (any C in {1, 3}).
 
         Args:
@@ -86,6 +91,8 @@ class Predictor:
             probabilities averaged (bounded memory for very large images). A multiple
             of 2**depth.
           stride: offset between tiles; 0 means tile // 2.
+          fov: [H, W] field of view (nonzero inside); used only by a model
+            standardised over it, which needs it.
         """
         multiple = 2**self.model_cfg.depth
         if tile < 0 or tile % multiple or stride < 0:
@@ -96,14 +103,16 @@ class Predictor:
             image = image.astype(np.float32) / 255.0
         height, width = image.shape[:2]
         x = to_model_channels(image[None].astype(np.float32), self.model_cfg.in_channels)
+        fov = (np.asarray(fov, np.float32)[None] if fov is not None and self.spec.needs_fov
+               else None)
         if tile:
             stride = stride or max(1, tile // 2)
-            pre = self.preprocess(x)[0].numpy()
+            pre = self.preprocess(x, fov)[0].numpy()
             probs = inference.tiled_probabilities(self.network, pre, tile, stride)
             if self.spec.input_size:
                 probs = tf.image.resize(probs, (height, width)).numpy()
         else:
-            probs = self.predict(x)[0].numpy()
+            probs = self.predict(x, fov)[0].numpy()
         if np.isnan(probs).any():
             raise ValueError("the model produced NaN probabilities")
         return probs[:height, :width]
@@ -191,10 +200,11 @@ def _from_checkpoint(prefix: str, experiment: config_lib.Experiment) -> Predicto
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     _restore(tf.train.Checkpoint(model=model, step=step), prefix, "config.json")
     logging.info("restored %s (step %d)", prefix, int(step))
-    spec = export.InputSpec.of(experiment)
+    spec = export.InputSpec.of(experiment).for_model(experiment.model)
     # The very function that export.save serialises: both sources behave alike.
     serve = export.Exported(model, spec).serve
-    return Predictor(predict=_probabilities(serve), network=inference.network_fn(model),
+    return Predictor(predict=_probabilities(serve, spec),
+                     network=inference.network_fn(model),
                      model_cfg=experiment.model, spec=spec, source="checkpoint",
                      path=prefix, experiment=experiment, step=int(step))
 
@@ -214,21 +224,21 @@ def _from_saved_model(folder: str, experiment) -> Predictor:
     _restore(tf.train.Checkpoint(model=model),
              os.path.join(folder, "variables", "variables"), info_path)
     logging.info("loaded SavedModel %s", folder)
-    size = info.get("input_size")
-    spec = export.InputSpec(contrast=bool(info.get("contrast", False)),
-                            input_size=tuple(size) if size else None,
-                            threshold=float(info.get("threshold", 0.5)))
-    return Predictor(predict=_probabilities(loaded.serve),
+    spec = export.InputSpec.from_info(info)
+    return Predictor(predict=_probabilities(loaded.serve, spec),
                      network=inference.network_fn(model),
                      model_cfg=model_cfg, spec=spec, source="saved_model", path=folder,
                      experiment=experiment, owner=loaded)
 
 
-def _probabilities(serve: Callable) -> Callable:
+def _probabilities(serve: Callable, spec: export.InputSpec) -> Callable:
     """The probabilities of `serve`'s outputs (a plain tensor in exports written before
-    the named outputs)."""
-    def predict(images):
-        out = serve(images)
+    the named outputs); `fov` is passed only to a model standardised over it."""
+    def predict(images, fov=None):
+        if spec.needs_fov and fov is None:
+            raise ValueError("this model standardises images over their field of "
+                             "view: give the field of view (fov)")
+        out = serve(images, fov) if spec.needs_fov else serve(images)
         return out["probabilities"] if isinstance(out, dict) else out
     return predict
 

@@ -40,11 +40,25 @@ class DataConfig:
     image_size: Optional[int] = None  # resize at preparation (ISIC: 256)
     patch_size: Optional[int] = None  # random training patches (retina: 48)
     patches_per_image: int = 8
-    contrast: bool = False            # CLAHE-like contrast + gamma before standardising
     validation_count: Optional[int] = None  # images held out of train; None: dataset's
     headline: str = "per_image_jaccard"  # picks the checkpoint and the threshold
     augment: bool = True
     cache: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """What an image goes through before the network (`r2u.data.preprocess.apply`).
+
+    One spec, written to `config.json` and the export's `r2u_model.json`, is what
+    training, validation, `bin/evaluate`, `bin/predict` and the SavedModel apply, so
+    the network sees the same input everywhere. Images are always standardised per
+    image; `standardize_in_fov` takes the statistics over the field of view only (and
+    zeroes the outside), which then must be known at inference too.
+    """
+    channels: Optional[int] = None    # network input channels; None: model.in_channels
+    contrast: bool = False            # CLAHE-like contrast + gamma before standardising
+    standardize_in_fov: bool = False  # standardisation statistics from FOV pixels only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,15 +99,36 @@ class Experiment:
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     inference: InferenceConfig = InferenceConfig()
+    preprocessing: Preprocessing = Preprocessing()
+
+    def __post_init__(self):
+        # The spec names the network's input channels: one value, checked here.
+        channels = self.preprocessing.channels
+        if channels is None:
+            object.__setattr__(self, "preprocessing", dataclasses.replace(
+                self.preprocessing, channels=self.model.in_channels))
+        elif channels != self.model.in_channels:
+            raise ValueError(f"preprocessing.channels {channels} != model.in_channels "
+                             f"{self.model.in_channels}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Experiment":
-        return cls(model=ModelConfig(**d["model"]), data=DataConfig(**d["data"]),
-                   train=TrainConfig(**d["train"]),
-                   inference=InferenceConfig(**d.get("inference", {})))
+        """Reads every `config.json` layout: before the preprocessing spec, `contrast`
+        was a field of `data`; before that, `inference` held whole-image inference as
+        tile 0 (the only mode since)."""
+        data, spec = dict(d["data"]), dict(d.get("preprocessing", {}))
+        if "contrast" in data:
+            spec.setdefault("contrast", data.pop("contrast"))
+        inference = dict(d.get("inference", {}))
+        if not inference.get("tile"):
+            inference.pop("tile", None)
+            inference.pop("stride", None)
+        return cls(model=ModelConfig(**d["model"]), data=DataConfig(**data),
+                   train=TrainConfig(**d["train"]), inference=InferenceConfig(**inference),
+                   preprocessing=Preprocessing(**spec))
 
 
 def synthetic() -> Experiment:
@@ -132,8 +167,9 @@ def retina(dataset: str = "retina") -> Experiment:
     return Experiment(
             model=ModelConfig(in_channels=1, recurrent_bn="per_step"),
             data=DataConfig(dataset=dataset, patch_size=48, patches_per_image=64,
-                            contrast=True, headline="pooled_f1"),
-            train=TrainConfig(epochs=50, batch_size=32, loss="ce", **_RECIPE))
+                            headline="pooled_f1"),
+            train=TrainConfig(epochs=50, batch_size=32, loss="ce", **_RECIPE),
+            preprocessing=Preprocessing(contrast=True))
 
 
 # The one list of datasets: r2u.data.prepare prepares exactly these.

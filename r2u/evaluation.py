@@ -268,7 +268,8 @@ def evaluate(predictor: checkpoints.Predictor, data: Data, split: str,
     for i, ex in enumerate(raw_examples(data, split, options.second_observer)):
         if options.max_images is not None and i >= options.max_images:
             break
-        probs = predictor.predict_image(ex["image"], options.tile, options.stride)
+        probs = predictor.predict_image(ex["image"], options.tile, options.stride,
+                                        fov=ex["fov"])
         probs = probs[..., 1]  # foreground
         scores = model.add(ex["id"], probs, ex["mask"], ex["fov"])
         if options.second_observer:

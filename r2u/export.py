@@ -10,8 +10,11 @@ needs nothing from r2u:
     out["probabilities"]   # float32 [B, H, W, K]
     out["mask"]            # uint8 [B, H, W]: foreground probability > threshold
 
-`r2u_model.json` beside it records the same settings. Loading a SavedModel runs the
-graph it contains: load only model directories you trust.
+A model standardised over the field of view (`Preprocessing.standardize_in_fov`)
+serves `serve(images, fov)` with a float32 [B, H, W] field of view.
+
+`r2u_model.json` beside it records the same settings (`InputSpec`). Loading a
+SavedModel runs the graph it contains: load only model directories you trust.
 """
 
 import dataclasses
@@ -30,19 +33,51 @@ from r2u.data import preprocess
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """What a raw image goes through before and after the network."""
-    contrast: bool = False
+    """What a raw image goes through before and after the network: the training
+    preprocessing, the input scale and the operating point."""
+    preprocessing: config_lib.Preprocessing = config_lib.Preprocessing()
     input_size: Optional[Tuple[int, int]] = None  # resize to this (H, W), and back
     threshold: float = 0.5
+
+    @property
+    def contrast(self) -> bool:
+        return self.preprocessing.contrast
+
+    @property
+    def needs_fov(self) -> bool:
+        return self.preprocessing.standardize_in_fov
 
     @classmethod
     def of(cls, exp: config_lib.Experiment) -> "InputSpec":
         size = exp.data.image_size
         if isinstance(size, int):
             size = (size, size)
-        return cls(contrast=exp.data.contrast, input_size=tuple(size) if size else None,
+        return cls(preprocessing=exp.preprocessing,
+                   input_size=tuple(size) if size else None,
                    threshold=exp.inference.threshold if exp.inference.threshold is not None
                    else 0.5)
+
+    @classmethod
+    def from_info(cls, info: dict) -> "InputSpec":
+        """Reads `r2u_model.json` of every layout (older ones: a bare `contrast`)."""
+        spec = info.get("preprocessing") or {"contrast": bool(info.get("contrast", False))}
+        spec = config_lib.Preprocessing(**spec)
+        if spec.channels is None:
+            spec = dataclasses.replace(spec, channels=info["model"]["in_channels"])
+        size = info.get("input_size")
+        return cls(preprocessing=spec, input_size=tuple(size) if size else None,
+                   threshold=float(info.get("threshold", 0.5)))
+
+    def for_model(self, model_cfg: config_lib.ModelConfig) -> "InputSpec":
+        """This spec with the network's input channels filled in (or checked)."""
+        channels = self.preprocessing.channels
+        if channels is None:
+            return dataclasses.replace(self, preprocessing=dataclasses.replace(
+                self.preprocessing, channels=model_cfg.in_channels))
+        if channels != model_cfg.in_channels:
+            raise ValueError(f"preprocessing.channels {channels} != model in_channels "
+                             f"{model_cfg.in_channels}")
+        return self
 
 
 class Exported(tf.Module):
@@ -51,26 +86,31 @@ class Exported(tf.Module):
     def __init__(self, model: tf.Module, spec: InputSpec = InputSpec()):
         super().__init__(name="exported")
         self.model = model
-        self.spec = spec
-        channels = model.cfg.in_channels
-        self.serve = tf.function(
-            self._serve, input_signature=[tf.TensorSpec([None, None, None, channels],
-                                                        tf.float32, name="images")])
+        self.spec = spec.for_model(model.cfg)
+        signature = [tf.TensorSpec([None, None, None, model.cfg.in_channels],
+                                   tf.float32, name="images")]
+        if self.spec.needs_fov:
+            signature.append(tf.TensorSpec([None, None, None], tf.float32, name="fov"))
+        self.serve = tf.function(self._serve, input_signature=signature)
 
-    def _serve(self, images):
+    def _serve(self, images, fov=None):
         """Raw images (any intensity scale: standardisation removes it) -> outputs."""
-        probs = probabilities(self.model, images, self.spec)
+        probs = probabilities(self.model, images, self.spec, fov)
         mask = tf.cast(probs[..., 1] > self.spec.threshold, tf.uint8)
         return {"probabilities": probs, "mask": mask}
 
 
-def probabilities(model: tf.Module, images: tf.Tensor, spec: InputSpec) -> tf.Tensor:
-    """Raw images [B, H, W, C] -> probabilities [B, H, W, K] as training saw them."""
+def probabilities(model: tf.Module, images: tf.Tensor, spec: InputSpec,
+                  fov: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """Raw images [B, H, W, C] -> probabilities [B, H, W, K] as training saw them;
+    `fov` [B, H, W] only for a spec that standardises over it."""
     size = tf.shape(images)[1:3]
     x = images
     if spec.input_size:
         x = tf.image.resize(x, spec.input_size, antialias=True)
-    x = preprocess.preprocess(x, model.cfg.in_channels, spec.contrast)
+        if fov is not None:
+            fov = tf.image.resize(fov[..., None], spec.input_size, "nearest")[..., 0]
+    x = preprocess.apply(spec.for_model(model.cfg).preprocessing, x, fov)
     probs = inference.probabilities(model, x)
     if spec.input_size:
         probs = tf.image.resize(probs, size)
@@ -83,14 +123,16 @@ def save(model: tf.Module, path: str, exp: Optional[config_lib.Experiment] = Non
     `exp` (the training configuration, with its chosen threshold) gives the input
     contract; None means no resize, no contrast and threshold 0.5.
     """
-    spec = InputSpec.of(exp) if exp else InputSpec()
+    spec = (InputSpec.of(exp) if exp else InputSpec()).for_model(model.cfg)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
     exported = Exported(model, spec)
     tf.saved_model.save(exported, tmp, signatures={"serving_default": exported.serve})
     with open(os.path.join(tmp, "r2u_model.json"), "w") as f:
-        json.dump({"model": model.cfg.__dict__, **dataclasses.asdict(spec)}, f, indent=2)
+        # "contrast" repeats the spec's for readers of the layout before it.
+        json.dump({"model": model.cfg.__dict__, **dataclasses.asdict(spec),
+                   "contrast": spec.contrast}, f, indent=2)
     old = None
     if os.path.exists(path):
         old = tempfile.mkdtemp(prefix=".old-export-", dir=parent)

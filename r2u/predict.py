@@ -24,6 +24,7 @@ from r2u import checkpoints
 from r2u import figures
 from r2u import files
 from r2u.data import imageio
+from r2u.data import retina
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
                     ".pnm", ".pbm")
@@ -125,7 +126,11 @@ def predict_file(predictor: checkpoints.Predictor, path: str, out_dir: str, stem
     if tile:
         logging.info("%s: %dx%d, tiled inference with %d px tiles", path, width, height,
                      tile)
-    prob = predictor.predict_image(image, tile=tile, stride=options.stride)[..., 1]
+    # A model standardised over the field of view gets it as preparation derives it
+    # for fundus photographs without a mask (STARE, CHASE).
+    fov = retina.derive_fov(image, name=path) if predictor.spec.needs_fov else None
+    prob = predictor.predict_image(image, tile=tile, stride=options.stride, fov=fov)
+    prob = prob[..., 1]
     predicted = prob > options.threshold
     files.write_png(targets[0], np.round(np.clip(prob, 0.0, 1.0) * 255.0))
     files.write_png(targets[1], predicted.astype(np.uint8) * 255)

@@ -384,8 +384,12 @@ def _check_resume(exp, model_dir: str, resume: bool, resume_overrides: bool) -> 
     if resume_overrides or not os.path.exists(path):
         return
     with open(path) as f:
-        old = _flatten(json.load(f))
-    new = _flatten(json.loads(exp.to_json()))
+        old = json.load(f)
+    try:  # compared in today's layout: an older config.json holds the same run
+        old = json.loads(config_lib.Experiment.from_dict(old).to_json())
+    except (TypeError, ValueError, KeyError):
+        pass  # not readable as an Experiment: every field that differs is named
+    old, new = _flatten(old), _flatten(json.loads(exp.to_json()))
     changed = sorted(k for k in old.keys() | new.keys()
                      if old.get(k, "<absent>") != new.get(k, "<absent>")
                      and not k.startswith("inference."))  # training writes it at the end
@@ -429,8 +433,8 @@ def _training_dataset(data: prepared.PreparedData, exp: config_lib.Experiment,
     return data.dataset(
         "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
         training=True, patch_size=cut.patch_size,
-        patches_per_image=cut.patches_per_image, channels=exp.model.in_channels,
-        contrast=cut.contrast, augment=cut.augment, seed=cfg.seed, cache=cut.cache,
+        patches_per_image=cut.patches_per_image, preprocessing=exp.preprocessing,
+        augment=cut.augment, seed=cfg.seed, cache=cut.cache,
         input_context=ctx).skip(distribute.batches_to_skip(ctx, done))
 
 
@@ -450,8 +454,8 @@ def _end_epoch(exp, state, data, writers, epoch, predict) -> Dict:
     train_scores = {k: float(v) for k, v in state.train_metrics.result().items()}
     writers.scalars("train", step, **train_scores)
     val = evaluation.validate(predict, data.dataset(
-        "validation", batch_size=1, training=False,
-        channels=exp.model.in_channels, contrast=exp.data.contrast, cache=False),
+        "validation", batch_size=1, training=False, preprocessing=exp.preprocessing,
+        cache=False),
         exp.data.headline)
     point = val["operating_point"]
     writers.scalars("validation", step, **val["pooled"],

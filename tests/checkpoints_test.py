@@ -1,6 +1,7 @@
 """Loading a model for inference: best/ before ckpt/, SavedModel alone, clear errors."""
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -192,6 +193,52 @@ class LoadTest(tf.test.TestCase):
             f.write(deeper.to_json())
         with self.assertRaisesRegex(ValueError, "ckpt-1: does not match the model"):
             checkpoints.load(model_dir)
+
+
+class PreprocessingSpecTest(tf.test.TestCase):
+    """One preprocessing spec, from config.json or r2u_model.json, on every path."""
+
+    def test_export_metadata_of_the_layout_before_the_spec_loads(self):
+        exp = dataclasses.replace(_experiment(), inference=config.InferenceConfig(0.3),
+                                  preprocessing=config.Preprocessing(contrast=True))
+        model = _model(exp)
+        path = export.save(model, os.path.join(tempfile.mkdtemp(), "export"), exp)
+        info_path = os.path.join(path, "r2u_model.json")
+        with open(info_path) as f:
+            info = json.load(f)
+        with open(info_path, "w") as f:  # as the previous code wrote it
+            json.dump({"model": info["model"], "contrast": True, "input_size": None,
+                       "threshold": 0.3}, f)
+        loaded = checkpoints.load(path, "saved_model")
+        self.assertEqual(loaded.spec, export.InputSpec(
+            preprocessing=config.Preprocessing(channels=3, contrast=True),
+            threshold=0.3))
+        images = np.random.default_rng(0).uniform(size=(1, 16, 16, 3)).astype(np.float32)
+        want = inference.probabilities(model, preprocess.preprocess(images, 3, True))
+        self.assertAllClose(loaded.predict(images), want, atol=1e-5)
+
+    def test_standardising_over_the_fov_reaches_checkpoint_and_saved_model(self):
+        exp = dataclasses.replace(_experiment(), preprocessing=config.Preprocessing(
+            standardize_in_fov=True))
+        model = _model(exp)
+        model_dir = _training_dir(exp, best=(1, model))
+        export.save(model, os.path.join(model_dir, "export"), exp)
+        rng = np.random.default_rng(0)
+        images = rng.uniform(size=(2, 16, 24, 3)).astype(np.float32)
+        fov = np.zeros((2, 16, 24), np.float32)
+        fov[:, 2:14, 3:20] = 1.0
+        images[fov == 0] = rng.uniform(size=(int((fov == 0).sum()), 3))  # noise outside
+        want = inference.probabilities(
+            model, preprocess.preprocess(images, 3, fov=fov)).numpy()
+        self.assertNotAllClose(want, _want(model, images), atol=1e-3)
+        for source in ("checkpoint", "saved_model"):
+            predictor = checkpoints.load(model_dir, source)
+            self.assertTrue(predictor.spec.needs_fov, source)
+            self.assertAllClose(predictor.predict(images, fov), want, atol=1e-5)
+            self.assertAllClose(predictor.predict_image(images[0], fov=fov[0]), want[0],
+                                atol=1e-5)
+            with self.assertRaisesRegex(ValueError, "field of view"):
+                predictor.predict(images)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -241,6 +242,13 @@ class EvaluationTest(tf.test.TestCase):
             self.assertNotEqual(result["pooled"]["counts"],
                                 result["at_threshold_0.5"]["pooled"]["counts"])
 
+    def test_scores_at_0_5_cost_no_second_auc(self):
+        with mock.patch.object(metrics, "per_image_scores",
+                               wraps=metrics.per_image_scores) as histogram_scores:
+            result, _ = self._evaluate_with_probs(self.saved)
+        # One histogram pass per image: the model's own threshold only.
+        self.assertEqual(histogram_scores.call_count, result["num_images"])
+
     def test_auc_is_exact_per_image_and_pooled(self):
         result, probs = self._evaluate_with_probs(self.checkpoint)
         positives, negatives = [], []
@@ -391,6 +399,26 @@ class EvaluationTest(tf.test.TestCase):
         self.assertBetween(human["per_image_mean"]["sensitivity"], 0.70, 0.85)
         fov_pixels = sum(human["pooled"]["counts"].values())
         self.assertBetween(fov_pixels, 2 * 0.6 * 584 * 565, 2 * 0.8 * 584 * 565)
+
+
+class ScorerTest(tf.test.TestCase):
+
+    def test_the_second_threshold_equals_a_scorer_of_its_own_without_auc(self):
+        rng = np.random.default_rng(0)
+        both, alone = evaluation.Scorer(0.3, also_at=0.5), evaluation.Scorer(0.5)
+        for i in range(3):
+            probs = rng.uniform(size=(9, 11)).astype(np.float32)
+            probs[0, :3] = 0.5  # exactly at the threshold: background
+            mask = (rng.uniform(size=(9, 11)) > 0.6).astype(np.uint8)
+            fov = (rng.uniform(size=(9, 11)) > 0.2).astype(np.uint8)
+            both.add(str(i), probs, mask, fov)
+            alone.add(str(i), probs, mask, fov)
+        want = alone.result()
+        got = both.result_also()
+        self.assertEqual(got["pooled"]["counts"], want["pooled"]["counts"])
+        for kind in ("pooled", "per_image_mean"):
+            self.assertEqual(got[kind], {k: v for k, v in want[kind].items() if k != "auc"})
+        self.assertNotEqual(both.result()["pooled"]["counts"], want["pooled"]["counts"])
 
 
 if __name__ == "__main__":

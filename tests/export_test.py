@@ -59,8 +59,10 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
         with open(os.path.join(path, "r2u_model.json")) as f:
             info = json.load(f)
         self.assertEqual((info["threshold"], info["input_size"]), (0.3, [16, 16]))
-        self.assertEqual(export.InputSpec(**{k: info[k] for k in (
-            "contrast", "threshold")}, input_size=tuple(info["input_size"])), spec)
+        self.assertEqual(export.InputSpec.from_info(info), spec.for_model(model.cfg))
+        self.assertEqual(info["preprocessing"], {"channels": 3, "contrast": False,
+                                                 "standardize_in_fov": False})
+        self.assertFalse(info["contrast"])  # for readers of the layout before the spec
 
     def test_export_replaces_an_existing_export_whole(self):
         model = models.build("unet", in_channels=1, filters=2, depth=1)
@@ -86,7 +88,7 @@ class TrainedWithContrastTest(tf.test.TestCase):
         exp = config.synthetic()
         exp = dataclasses.replace(
             exp, model=dataclasses.replace(exp.model, filters=4, depth=2),
-            data=dataclasses.replace(exp.data, contrast=True),
+            preprocessing=dataclasses.replace(exp.preprocessing, contrast=True),
             train=dataclasses.replace(exp.train, batch_size=4, steps_per_epoch=2,
                                       epochs=1, xla="off"))
         model_dir = os.path.join(root, "run")
@@ -97,12 +99,14 @@ class TrainedWithContrastTest(tf.test.TestCase):
         self.assertEqual(saved.spec, ckpt.spec)
         # As training validated: the tf.data pipeline's preprocessing, then the network.
         validation = prepared.load(data_dir).dataset("validation", batch_size=1,
-                                                     training=False, channels=3, contrast=True,
+                                                     training=False,
+                                                     preprocessing=exp.preprocessing,
                                            cache=False)
         from r2u import evaluation
         raw = evaluation.raw_examples(data_dir, "validation")
-        plain = dataclasses.replace(ckpt, spec=dataclasses.replace(ckpt.spec,
-                                                                   contrast=False))
+        plain = dataclasses.replace(ckpt, spec=dataclasses.replace(
+            ckpt.spec, preprocessing=dataclasses.replace(ckpt.spec.preprocessing,
+                                                         contrast=False)))
         for example, raw_example in zip(validation.take(3), raw):
             want = ckpt.network(example["image"])[0]
             self.assertAllClose(ckpt.predict_image(raw_example["image"]), want, atol=1e-4)

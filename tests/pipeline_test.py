@@ -9,6 +9,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from r2u.data import manifest as manifest_lib
+from r2u import config
 from r2u.data import prepared
 from r2u.data import preprocess
 from r2u.data import synthetic
@@ -85,7 +86,8 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_no_augmentation_gives_preprocessed_originals(self):
         ds = prepared.load(self.lesion).dataset("train", batch_size=8, training=True,
-                                   augment=False, channels=1, contrast=True)
+                                   augment=False,
+                                   preprocessing=config.Preprocessing(channels=1, contrast=True))
         batch = _take(ds, 1)[0]
         originals = np.stack([e["image"] for k, e in self.lesion_examples.items()
                               if k.startswith("lesion-train")])
@@ -97,8 +99,9 @@ class PipelineTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_patches_are_static_and_aligned_with_fov(self):
         ds = prepared.load(self.vessels).dataset("train", batch_size=8, training=True,
-                                   patch_size=16, patches_per_image=4, channels=1,
-                                   standardize_in_fov=True)
+                                   patch_size=16, patches_per_image=4,
+                                   preprocessing=config.Preprocessing(
+                                       channels=1, standardize_in_fov=True))
         self.assertEqual(ds.element_spec["image"].shape, (8, 16, 16, 1))
         self.assertEqual(ds.element_spec["mask"].shape, (8, 16, 16))
         for batch in _take(ds, 3):

@@ -51,7 +51,6 @@ _OVERRIDES = {
                  patch_size=flags.DEFINE_integer("patch_size", None, "Training patch size."),
                  patches_per_image=flags.DEFINE_integer("patches_per_image", None,
                                                         "Patches per image per epoch."),
-                 contrast=flags.DEFINE_bool("contrast", None, "CLAHE-like contrast."),
                  augment=flags.DEFINE_bool("augment", None, "Augmentation."),
                  validation_count=flags.DEFINE_integer(
                      "validation_count", None, "Training images held out for validation "
@@ -59,6 +58,12 @@ _OVERRIDES = {
                  headline=flags.DEFINE_enum("headline", None, config.HEADLINES,
                                             "Validation metric that picks the checkpoint "
                                             "and the threshold.")),
+    "preprocessing": dict(
+        contrast=flags.DEFINE_bool("contrast", None, "CLAHE-like contrast."),
+        standardize_in_fov=flags.DEFINE_bool(
+            "standardize_in_fov", None, "Per-image standardisation statistics from "
+            "field-of-view pixels only (prediction then derives the FOV of an image)."),
+    ),
     "train": dict(epochs=flags.DEFINE_integer("epochs", None, "Epochs."),
                   steps=flags.DEFINE_integer("steps", None, "Total steps (wins over epochs)."),
                   steps_per_epoch=flags.DEFINE_integer("steps_per_epoch", None,
@@ -96,7 +101,9 @@ def experiment() -> config.Experiment:
                                 seed=parts["train"].seed,
                                 compute_dtype=devices.resolve_dtype(parts["train"].dtype))
     data = dataclasses.replace(parts["data"], data_dir=_DATA_DIR.value)
-    return config.Experiment(model=model, data=data, train=parts["train"])
+    return config.Experiment(model=model, data=data, train=parts["train"],
+                             preprocessing=dataclasses.replace(
+                                 parts["preprocessing"], channels=model.in_channels))
 
 
 def main(argv):

@@ -18,8 +18,11 @@ Evaluation yields one whole image at a time (batch 1, no augmentation) with
 `"id"` and, when the split has it, `"mask2"` (a second annotator).
 """
 
+import dataclasses
+
 import tensorflow as tf
 
+from r2u import config
 from r2u.data import augment as augment_lib
 from r2u.data import patches
 from r2u.data import preprocess as preprocess_lib
@@ -37,14 +40,12 @@ def make_dataset(
     patch_size: int | None = None,
     patches_per_image: int = 8,
     image_size: int | tuple[int, int] | None = None,
-    channels: int | None = None,
-    contrast: bool = False,
+    preprocessing: config.Preprocessing | None = None,
     augment: bool = True,
     seed: int = 0,
     cache: bool = True,
     shuffle_buffer: int = 256,
     input_context: tf.distribute.InputContext | None = None,
-    standardize_in_fov: bool = False,
 ) -> tf.data.Dataset:
     """Builds the input pipeline of one split of a prepared dataset.
 
@@ -62,8 +63,8 @@ def make_dataset(
         patches_per_image: patches cut from each augmented image.
         image_size: resize images (bilinear) and masks (nearest) to this
             int or (height, width) before caching, in both modes.
-        channels: network input channels (1 or 3); default: as stored.
-        contrast: CLAHE-like contrast enhancement (see `preprocess`).
+        preprocessing: the model's preprocessing spec (`preprocess.apply`);
+            None: as stored, no contrast. Channels None: as stored.
         augment: random geometric + photometric augmentation in training.
         seed: seeds shuffling, augmentation and patch sampling.
         cache: cache decoded examples in memory.
@@ -71,8 +72,6 @@ def make_dataset(
             buffers.
         input_context: from `tf.distribute`; shards are split between input
             pipelines at the file level.
-        standardize_in_fov: compute the per-image standardisation over FOV
-            pixels only and zero the outside.
 
     Returns:
         A `tf.data.Dataset` of dicts (see the module docstring).
@@ -84,7 +83,10 @@ def make_dataset(
         DataError: unknown split.
     """
     stored = data.channels
-    channels = channels or stored
+    spec = preprocessing or config.Preprocessing()
+    if spec.channels is None:
+        spec = dataclasses.replace(spec, channels=stored)
+    channels = spec.channels
     files = _files_for_pipeline(data.shard_paths(split), input_context)
     size = _size(image_size, data.image_shape)
     if training and patch_size is None and size is None:
@@ -103,8 +105,7 @@ def make_dataset(
         ds = ds.cache()
 
     def prepare(image, fov):
-        fov = fov if standardize_in_fov else None
-        return preprocess_lib.preprocess(image, channels, contrast, fov=fov)
+        return preprocess_lib.apply(spec, image, fov)
 
     if not training:
         eval_fn = _no_autograph(lambda ex: _eval_example(ex, prepare))
@@ -113,7 +114,7 @@ def make_dataset(
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat().enumerate()
     train_fn = _train_fn(prepare, channels, augment, patch_size, patches_per_image,
-                         seed, standardize_in_fov)
+                         seed, spec.standardize_in_fov)
     ds = ds.map(_no_autograph(train_fn), num_parallel_calls=AUTOTUNE)
     if patch_size is not None:
         ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed + 1)

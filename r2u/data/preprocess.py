@@ -23,9 +23,14 @@ graphs, in tf.data and under XLA:
 
 uint8 images are divided by 255, so they give the same result as the same
 images as floats in [0, 1].
+
+`apply` runs a `config.Preprocessing` spec: training, validation, evaluation,
+prediction and the SavedModel all call it, so they feed the network alike.
 """
 
 import tensorflow as tf
+
+from r2u import config
 
 _EPS = 1e-6
 
@@ -74,6 +79,28 @@ def preprocess(
         x = tf.math.sigmoid(x) ** gamma
     x = _standardize(x, mask)
     return x if batched else x[0]
+
+
+def apply(spec: config.Preprocessing, image: tf.Tensor,
+          fov: tf.Tensor | None = None) -> tf.Tensor:
+    """`preprocess` as `spec` says (its `channels` must be set).
+
+    Args:
+        spec: the model's preprocessing.
+        image: as `preprocess`.
+        fov: the field of view (as `preprocess`); used only, and then required,
+            when `spec.standardize_in_fov`.
+
+    Raises:
+        ValueError: `spec.standardize_in_fov` without a `fov`, or no channels.
+    """
+    if spec.channels is None:
+        raise ValueError("the preprocessing spec names no channels")
+    if spec.standardize_in_fov and fov is None:
+        raise ValueError("this model standardises images over their field of view: "
+                         "give the field of view (fov)")
+    return preprocess(image, spec.channels, spec.contrast,
+                      fov=fov if spec.standardize_in_fov else None)
 
 
 def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
