@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 OMP_WAIT_POLICIES = ("passive", "active", "default")
 
@@ -66,14 +66,45 @@ def parse_args(description: str) -> argparse.Namespace:
 
 
 def synthetic_batch(args: argparse.Namespace):
-    """Fixed-seed random images [B, C, H, W] and labels [B, H, W] (~25% foreground)."""
+    """Fixed-seed random images [B, C, H, W] and labels [B, H, W] (~25% foreground).
+
+    With --channels_last the images are stored NHWC and passed as a permuted NCHW view, as
+    a loader of HWC images would. `x.contiguous(memory_format=torch.channels_last)` is not
+    enough: a one-channel [B, 1, H, W] batch already counts as channels_last-contiguous,
+    keeps its NCHW strides (which PyTorch reads as NCHW), and PyTorch then runs the first 1x1 conv (whose [16, 1, 1, 1]
+    weight is ambiguous too) in NCHW. The whole first level of the network then mixed
+    NCHW and channels_last tensors, and batch norm, ReLU and add fell back to slow strided
+    kernels in the forward and backward pass (benchmarks/NOTES.md, "PyTorch peer").
+    """
     rng = np.random.default_rng(SEED)
     shape = (args.batch_size, args.channels, args.image_size, args.image_size)
     x = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
     y = torch.from_numpy((rng.random((shape[0],) + shape[2:]) < 0.25).astype(np.int64))
     if args.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+        # Same values in NHWC strides (HWC, 1, WC, C), set explicitly: with C = 1 neither
+        # .contiguous(channels_last) nor .permute(...).contiguous() moves anything.
+        x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
     return x, y
+
+
+def not_channels_last(model: torch.nn.Module, x: torch.Tensor) -> List[str]:
+    """Modules whose output in one eval forward is a 4-D tensor not in channels_last."""
+    found = []
+
+    def hook(module, inputs, out):
+        if (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[1] > 1
+                and not out.is_contiguous(memory_format=torch.channels_last)):
+            found.append(type(module).__name__)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
 
 
 def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -90,20 +121,27 @@ def autocast(dtype: str):
 
 
 def time_runs(step: Callable[[], torch.Tensor],
-              args: argparse.Namespace) -> List[float]:
-    """Images/s of each timed repeat; each run ends by reading the last value back."""
+              args: argparse.Namespace) -> Tuple[List[float], List[float]]:
+    """Images/s of each timed repeat; each run ends by reading the last value back.
+
+    Returns wall-clock rates (the headline) and rates per second of this process's CPU
+    time, which on a machine shared with other jobs measures the work apart from the
+    share of the cores the scheduler gave us (equal to wall rates x threads when quiet).
+    """
     for _ in range(args.warmup):
         out = step()
     if args.warmup:
         float(out)
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(args.steps):
             out = step()
         float(out)  # host sync (CPU eager is synchronous; kept for symmetry)
-        rates.append(args.steps * args.batch_size / (time.perf_counter() - start))
-    return rates
+        images = args.steps * args.batch_size
+        rates.append(images / (time.perf_counter() - start))
+        cpu_rates.append(images / (time.process_time() - cpu_start))
+    return rates, cpu_rates
 
 
 def make_train_step(model, x, y, w, args):
@@ -144,6 +182,11 @@ def run(peer: str, arch: str, build: Callable[[argparse.Namespace], torch.nn.Mod
     x, y = synthetic_batch(args)
     w = class_weights(y, args.num_classes)
     log = lambda msg: print(f"[{peer}] {msg}", file=sys.stderr, flush=True)
+    if args.channels_last:
+        stray = not_channels_last(model, x)
+        if stray:
+            log(f"WARNING: {len(stray)} module outputs are not channels_last "
+                f"(first: {', '.join(stray[:5])}): mixed layouts run slow kernels")
     log(f"{arch}: {params:,} params; torch {torch.__version__}, "
         f"{args.threads} threads, "
         f"{args.dtype}, channels_last={args.channels_last}, "
@@ -154,6 +197,7 @@ def run(peer: str, arch: str, build: Callable[[argparse.Namespace], torch.nn.Mod
         "channels": args.channels, "batch_size": args.batch_size,
         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
         "clip_norm": args.clip_norm,
+        "not_channels_last_outputs": len(stray) if args.channels_last else None,
         "train_img_s": None, "train_img_s_all": [],
         "infer_img_s": None, "infer_img_s_all": [],
         "torch_version": torch.__version__, "threads": torch.get_num_threads(),
@@ -164,9 +208,10 @@ def run(peer: str, arch: str, build: Callable[[argparse.Namespace], torch.nn.Mod
                        ("infer", lambda: make_infer_step(model, x, args))):
         if args.mode not in (mode, "both"):
             continue
-        rates = time_runs(make(), args)
+        rates, cpu_rates = time_runs(make(), args)
         record[f"{mode}_img_s"] = statistics.median(rates)
         record[f"{mode}_img_s_all"] = rates
+        record[f"{mode}_img_per_cpu_s"] = statistics.median(cpu_rates)
         log(f"{mode}: {statistics.median(rates):.1f} img/s median "
             f"({', '.join(f'{r:.1f}' for r in rates)}); "
             f"{1000 * args.batch_size / statistics.median(rates):.1f} ms/step")
