@@ -27,6 +27,7 @@ from r2u import figures
 from r2u import files
 from r2u import metrics
 from r2u import operating_point
+from r2u import scoring
 from r2u.data import manifest as manifest_lib
 from r2u.data import prepare
 from r2u.data import prepared
@@ -145,81 +146,6 @@ def resolve_data(predictor: checkpoints.Predictor, work_dir: str,
                                    data.validation_count), dataset
 
 
-def score(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,
-          threshold: float) -> Dict[str, float]:
-    """The eight metrics of one image ([H, W] arrays), FOV pixels only."""
-    scores = metrics.per_image_scores(probs[None], mask[None], fov[None] > 0, threshold)
-    return {name: float(scores[name][0]) for name in metrics.METRIC_NAMES}
-
-
-class Scorer:
-    """Per-image scores and pooled counts of one predictor (model or observer).
-
-    With `exact_auc`, AUC is rank-based on the probabilities themselves (every FOV
-    pixel is kept until `result`); otherwise it comes from the streaming histogram.
-    `also_at` is a second threshold whose scores (no AUC: it does not depend on the
-    threshold) come from exact counts of the same pass (`result_also`).
-    """
-
-    def __init__(self, threshold: float, exact_auc: bool = False,
-                 also_at: Optional[float] = None):
-        self.threshold = threshold
-        self.pooled = metrics.StreamingMetrics(threshold=threshold)
-        self.per_image = []
-        self.scores = ([], []) if exact_auc else None  # positives, negatives
-        self.also_at = also_at
-        self.also = {"counts": np.zeros(len(metrics.COUNT_NAMES), np.int64),
-                     "per_image": []}
-
-    def add(self, name: str, probs, mask, fov) -> Dict[str, float]:
-        self.pooled.update(probs, mask, fov > 0)
-        scores = {"id": name, **score(probs, mask, fov, self.threshold)}
-        if self.also_at is not None:
-            counts = _counts(probs, mask, fov, self.also_at)
-            self.also["counts"] += counts
-            self.also["per_image"].append(_scores(counts))
-        if self.scores is not None:
-            inside, truth = fov > 0, mask > 0
-            pos, neg = probs[inside & truth], probs[inside & ~truth]
-            scores["auc"] = metrics.exact_auc(pos, neg)
-            self.scores[0].append(pos.astype(np.float32))
-            self.scores[1].append(neg.astype(np.float32))
-        self.per_image.append(scores)
-        return scores
-
-    def result(self) -> Dict:
-        counts = {k: float(v) for k, v in self.pooled.counts().items()}
-        pooled = {k: float(v) for k, v in self.pooled.result().items()}
-        if self.scores is not None:
-            pooled["auc"] = metrics.exact_auc(*(np.concatenate(s) for s in self.scores))
-        means = metrics.summarize([{k: v for k, v in s.items() if k != "id"}
-                                   for s in self.per_image])
-        return {"per_image": self.per_image, "pooled": {**pooled, "counts": counts},
-                "per_image_mean": means}
-
-    def result_also(self) -> Dict:
-        """"pooled" (with "counts") and "per_image_mean" scores at `also_at`."""
-        counts = self.also["counts"]
-        return {"pooled": {**_scores(counts),
-                           "counts": dict(zip(metrics.COUNT_NAMES, map(float, counts)))},
-                "per_image_mean": metrics.summarize(self.also["per_image"])}
-
-
-def _counts(probs, mask, fov, threshold: float) -> np.ndarray:
-    """Exact [tp, fp, fn, tn] of FOV pixels, as `r2u.metrics` counts them."""
-    predicted = np.asarray(probs, np.float32) > np.float32(threshold)
-    truth = np.asarray(mask, np.float32) > 0.5
-    inside = np.asarray(fov) > 0
-    return np.array([np.count_nonzero(inside & p & t) for p, t in (
-        (predicted, truth), (predicted, ~truth), (~predicted, truth),
-        (~predicted, ~truth))], np.int64)
-
-
-def _scores(counts: np.ndarray) -> Dict[str, float]:
-    scores = metrics.scores(dict(zip(metrics.COUNT_NAMES, counts.astype(np.float64))))
-    return {name: float(value) for name, value in scores.items()}
-
-
 def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
              examples: int = 3) -> Dict:
     """Training's validation: `predict` (preprocessed [1, H, W, C] -> foreground
@@ -229,7 +155,7 @@ def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
     Returns "pooled", "per_image_mean", "operating_point", "num_images" and
     "examples": the first `examples` (image, mask, probabilities) for TensorBoard.
     """
-    scorer, sweep, shown = Scorer(0.5), operating_point.Sweep(headline), []
+    scorer, sweep, shown = scoring.Scorer(0.5), operating_point.Sweep(headline), []
     for i, example in enumerate(dataset):
         image, mask, fov = (example[k][0] for k in ("image", "mask", "fov"))
         probs = predict(example["image"])[0].numpy()
@@ -263,8 +189,8 @@ def evaluate(predictor: checkpoints.Predictor, data: Data, split: str,
         raise ValueError(f"{data.path}: split {split!r} has no second observer (mask2)")
     threshold = predictor.threshold if options.threshold is None else options.threshold
     options = dataclasses.replace(options, threshold=threshold)
-    model = Scorer(threshold, exact_auc=True, also_at=0.5)
-    observer = Scorer(0.5)  # a binary 0/1 mask
+    model = scoring.Scorer(threshold, exact_auc=True, also_at=0.5)
+    observer = scoring.Scorer(0.5)  # a binary 0/1 mask
     for i, ex in enumerate(raw_examples(data, split, options.second_observer)):
         if options.max_images is not None and i >= options.max_images:
             break

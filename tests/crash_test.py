@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from r2u import faults
+from r2u import run_record
 from r2u.data import prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,17 +55,6 @@ def read_summary(model_dir):
         return json.load(f)
 
 
-def flatten(tree, prefix=""):
-    """{"validation": {"dice": 0.5}} -> {"validation.dice": 0.5}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 class CrashTest(tf.test.TestCase):
 
     @classmethod
@@ -88,7 +78,7 @@ class CrashTest(tf.test.TestCase):
                          [(r["epoch"], r["step"], r["threshold"]) for r in got["history"]])
         self.assertLen(want["history"], 3)
         for w, g in zip(want["history"], got["history"]):
-            w, g = flatten(w), flatten(g)
+            w, g = run_record.flatten(w), run_record.flatten(g)
             self.assertEqual(sorted(w), sorted(g))
             for key in w:
                 if isinstance(w[key], float):

@@ -212,7 +212,7 @@ else:
             for shard, path in enumerate(tfrecord.shard_paths(tiny_data(), "train")):
                 for record in tf.data.TFRecordDataset(path).map(tfrecord.parse):
                     sources.append((shard, preprocess.preprocess(record["image"], 3)))
-            stream = train._training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
+            stream = train.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
             shards, images = set(), set()
             for batch in stream.take(8):
                 self.assertEqual(batch["image"].shape[0], 2)  # global 4 / 2 replicas
@@ -249,7 +249,7 @@ else:
                                                                      batch_size=5))
             with self.assertRaisesRegex(ValueError, "4 shard file.*5 input pipelines.*at "
                                         "least 5 shards"):
-                train._training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
+                train.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
 
         def test_resume_skips_what_each_pipeline_produced(self):
             one_host = tf.distribute.InputContext(1, 0, num_replicas_in_sync=2)

@@ -17,6 +17,7 @@ from r2u import config
 from r2u import evaluation
 from r2u import figures
 from r2u import metrics
+from r2u import scoring
 from r2u import train
 from r2u.data import manifest
 from r2u.data import prepare
@@ -405,7 +406,7 @@ class ScorerTest(tf.test.TestCase):
 
     def test_the_second_threshold_equals_a_scorer_of_its_own_without_auc(self):
         rng = np.random.default_rng(0)
-        both, alone = evaluation.Scorer(0.3, also_at=0.5), evaluation.Scorer(0.5)
+        both, alone = scoring.Scorer(0.3, also_at=0.5), scoring.Scorer(0.5)
         for i in range(3):
             probs = rng.uniform(size=(9, 11)).astype(np.float32)
             probs[0, :3] = 0.5  # exactly at the threshold: background

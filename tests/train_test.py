@@ -14,7 +14,9 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from r2u import config
 from r2u import losses
+from r2u import run_record
 from r2u import train
+from r2u import train_step
 from r2u import inference
 from r2u.data import manifest
 from r2u.data import prepare
@@ -156,7 +158,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         state = train.make_state(exp)
         step = train.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False)
         step(fixed_batch(seed=1))  # statistics and metrics away from their initial values
-        stats = train._moving_statistics(state.model)
+        stats = train_step.moving_statistics(state.model)
         self.assertNotEmpty(stats)
         self.assertLen(stats, len([v for v in state.model.variables if "moving_" in v.name]))
         kept = stats + list(state.train_metrics.variables)
@@ -263,23 +265,40 @@ class TrainLoopTest(tf.test.TestCase):
         with open(os.path.join(model_dir, "config.json"), "w") as f:
             # As training leaves it: with the threshold it chose, which is no change.
             f.write(dataclasses.replace(exp, inference=config.InferenceConfig(0.3)).to_json())
-        train._check_resume(exp, model_dir, resume=True, resume_overrides=False)
+        run_record.check_resume(exp, model_dir, resume=True, resume_overrides=False)
         longer = dataclasses.replace(exp, train=dataclasses.replace(
             exp.train, epochs=2, learning_rate=0.01))
         with self.assertRaisesRegex(
                 ValueError, r"^[^\n]*config.json in train.epochs 1 -> 2, "
                 r"train.learning_rate 0.001 -> 0.01;[^\n]*resume_overrides=True[^\n]*$"):
-            train._check_resume(longer, model_dir, resume=True, resume_overrides=False)
-        train._check_resume(longer, model_dir, resume=True, resume_overrides=True)
+            run_record.check_resume(longer, model_dir, resume=True, resume_overrides=False)
+        run_record.check_resume(longer, model_dir, resume=True, resume_overrides=True)
         with self.assertRaisesRegex(FileExistsError, "--resume"):
-            train._check_resume(exp, model_dir, resume=False, resume_overrides=True)
+            run_record.check_resume(exp, model_dir, resume=False, resume_overrides=True)
+
+    def test_resume_accepts_the_config_json_layout_before_the_preprocessing_spec(self):
+        model_dir = tempfile.mkdtemp()
+        exp = dataclasses.replace(tiny_experiment(epochs=1), preprocessing=dataclasses.replace(
+            tiny_experiment().preprocessing, contrast=True))
+        tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)),
+                                   os.path.join(model_dir, "ckpt"), 1).save()
+        old = json.loads(exp.to_json())  # as the code before the spec wrote it
+        del old["preprocessing"]
+        old["data"]["contrast"] = True
+        with open(os.path.join(model_dir, "config.json"), "w") as f:
+            json.dump(old, f)
+        run_record.check_resume(exp, model_dir, resume=True, resume_overrides=False)
+        plain = dataclasses.replace(exp, preprocessing=dataclasses.replace(
+            exp.preprocessing, contrast=False))
+        with self.assertRaisesRegex(ValueError, "preprocessing.contrast True -> False"):
+            run_record.check_resume(plain, model_dir, resume=True, resume_overrides=False)
 
     def test_non_finite_step_stops_training_at_that_step(self):
         # Log points every 4 steps: the check must not wait for them.
         exp = tiny_experiment(log_every=4)
         exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, arch="unet"))
         model_dir, states = tempfile.mkdtemp(), []
-        real_dataset, real_state = train._training_dataset, train.make_state
+        real_dataset, real_state = train.training_dataset, train.make_state
 
         def poisoned(*args):  # the images of the 3rd batch (step 3) are NaN
             return real_dataset(*args).enumerate().map(lambda i, b: {
@@ -290,7 +309,7 @@ class TrainLoopTest(tf.test.TestCase):
             return states[-1]
 
         good = os.path.join(model_dir, "ckpt", "ckpt-2")
-        with mock.patch.object(train, "_training_dataset", poisoned), \
+        with mock.patch.object(train, "training_dataset", poisoned), \
                 mock.patch.object(train, "make_state", keep):
             with self.assertRaisesRegex(FloatingPointError,
                                         rf"at step 3 of 4: .*last good checkpoint: "
@@ -322,7 +341,7 @@ class TrainLoopTest(tf.test.TestCase):
 
 def _weights(state):
     """Everything a step may change but the counters: weights, Adam, BN statistics."""
-    return (list(state.model.trainable_variables) + train._moving_statistics(state.model)
+    return (list(state.model.trainable_variables) + train_step.moving_statistics(state.model)
             + [state.opt.iterations, *state.opt.m, *state.opt.v])
 
 
