@@ -112,7 +112,8 @@ class Predictor:
             if self.spec.input_size:
                 probs = tf.image.resize(probs, (height, width)).numpy()
         else:
-            probs = self.predict(x, fov)[0].numpy()
+            out = self.predict(x) if fov is None else self.predict(x, fov)
+            probs = out[0].numpy()
         if np.isnan(probs).any():
             raise ValueError("the model produced NaN probabilities")
         return probs[:height, :width]
