@@ -7,6 +7,8 @@ before anything imports TensorFlow. That is where the programs differ from the l
 """
 
 import contextlib
+import dataclasses
+import functools
 import importlib.util
 import logging as std_logging
 import os
@@ -79,6 +81,47 @@ def run(main, module_name: str, doc: str) -> None:
         for flag in flags.FLAGS.get_key_flags_for_module(module):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     app.run(main)
+
+
+def entry_point(main):
+    """The program's `run()`, entry point of its console script and `bin/<name>`: `run`
+    with the help taken from `main`'s module."""
+    module = sys.modules[main.__module__]
+    return functools.partial(run, main, module.__name__, module.__doc__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFlags:
+    """The FlagHolders of `define_model_flags`."""
+    model_dir: flags.FlagHolder
+    source: flags.FlagHolder
+    threshold: flags.FlagHolder
+    tile: flags.FlagHolder
+    stride: flags.FlagHolder
+
+
+def define_model_flags(tile_help: str) -> ModelFlags:
+    """--model_dir, --source, --threshold, --tile and --stride of the programs that run
+    a trained model (evaluate, predict), defined once so that they cannot drift apart.
+
+    Only --tile's help differs, as the programs tile differently. The flags are key
+    flags of this module, which `run` adds to the program's --help. Call it after
+    `setup()`.
+    """
+    from r2u import checkpoints  # imports TensorFlow: not before setup()
+    return ModelFlags(
+        model_dir=flags.DEFINE_string(
+            "model_dir", None, "Training folder or SavedModel folder.", required=True),
+        source=flags.DEFINE_enum(
+            "source", "auto", checkpoints.SOURCES,
+            "auto: checkpoint if present, else the SavedModel."),
+        threshold=flags.DEFINE_float(
+            "threshold", None, "Foreground iff probability > this (default: the "
+            "model's, chosen on validation images).", lower_bound=0.0,
+            upper_bound=1.0),
+        tile=flags.DEFINE_integer("tile", 0, tile_help, lower_bound=0),
+        stride=flags.DEFINE_integer("stride", 0, "Tile offset (0: tile // 2).",
+                                    lower_bound=0))
 
 
 def checkout_root():

@@ -29,24 +29,15 @@ from r2u import evaluation  # noqa: E402
 from r2u import files  # noqa: E402
 from r2u.data import prepare  # noqa: E402
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None,
-                                 "Training folder or SavedModel folder.", required=True)
-_SOURCE = flags.DEFINE_enum("source", "auto", checkpoints.SOURCES,
-                            "auto: checkpoint if present, else the SavedModel.")
+_MODEL = cli.define_model_flags(
+    tile_help="0: whole images; else overlapping tiles of this size (a "
+    "multiple of 2**depth) with averaged probabilities.")
 _DATASET = flags.DEFINE_enum("dataset", None, list(prepare.DATASETS),
                              "Dataset (default: the one of config.json).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Prepared or raw dataset folder "
                                 "(default: the one of config.json).")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _OUT = flags.DEFINE_string("out", None, "Output JSON file.", required=True)
-_THRESHOLD = flags.DEFINE_float("threshold", None, "Foreground iff probability > this "
-                                "(default: the model's, chosen on validation images).",
-                                lower_bound=0.0, upper_bound=1.0)
-_TILE = flags.DEFINE_integer(
-    "tile", 0, "0: whole images; else overlapping tiles of this size (a multiple of "
-    "2**depth) with averaged probabilities.", lower_bound=0)
-_STRIDE = flags.DEFINE_integer("stride", 0, "Tile offset (0: tile // 2).",
-                               lower_bound=0)
 _SECOND = flags.DEFINE_bool(
     "second_observer", False, "Also score the second human observer against the "
     "first (splits with mask2: the DRIVE test split).")
@@ -66,14 +57,15 @@ def main(argv):
     out = _OUT.value
     figures_dir = _FIGURES_DIR.value or os.path.splitext(out)[0] + "_figures"
     options = evaluation.Options(
-        threshold=_THRESHOLD.value, tile=_TILE.value, stride=_STRIDE.value,
+        threshold=_MODEL.threshold.value, tile=_MODEL.tile.value,
+        stride=_MODEL.stride.value,
         second_observer=_SECOND.value, max_images=_MAX_IMAGES.value,
         figures=_FIGURES.value, figures_dir=figures_dir, probs_dir=_PROBS_DIR.value)
     try:
-        predictor = checkpoints.load(_MODEL_DIR.value, _SOURCE.value)
+        predictor = checkpoints.load(_MODEL.model_dir.value, _MODEL.source.value)
         # Fail now rather than after the whole evaluation.
         files.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
-        training_dir = _MODEL_DIR.value if predictor.experiment else None
+        training_dir = _MODEL.model_dir.value if predictor.experiment else None
         work_dir = training_dir or os.path.dirname(os.path.abspath(out))
         data_dir, dataset = evaluation.resolve_data(predictor, work_dir, _DATASET.value,
                                                     _DATA_DIR.value)
@@ -91,9 +83,7 @@ def main(argv):
     return 0
 
 
-def run():
-    """Entry point of `r2u-evaluate` and `bin/evaluate`."""
-    cli.run(main, __name__, __doc__)
+run = cli.entry_point(main)  # `r2u-evaluate` and `bin/evaluate`
 
 
 if __name__ == "__main__":

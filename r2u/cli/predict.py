@@ -29,20 +29,11 @@ from r2u import checkpoints  # noqa: E402
 from r2u import files  # noqa: E402
 from r2u import predict  # noqa: E402
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None,
-                                 "Training folder or SavedModel folder.", required=True)
-_SOURCE = flags.DEFINE_enum("source", "auto", checkpoints.SOURCES,
-                            "auto: checkpoint if present, else the SavedModel.")
+_MODEL = cli.define_model_flags(
+    tile_help="0: whole images unless large; else always tiles of this size "
+    "(rounded up to a multiple of 2**depth).")
 _INPUT = flags.DEFINE_string("input", None, "Image file or folder.", required=True)
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output folder.", required=True)
-_THRESHOLD = flags.DEFINE_float("threshold", None, "Foreground iff probability > this "
-                                "(default: the model's, chosen on validation images).",
-                                lower_bound=0.0, upper_bound=1.0)
-_TILE = flags.DEFINE_integer(
-    "tile", 0, "0: whole images unless large; else always tiles of this size "
-    "(rounded up to a multiple of 2**depth).", lower_bound=0)
-_STRIDE = flags.DEFINE_integer("stride", 0, "Tile offset (0: tile // 2).",
-                               lower_bound=0)
 _MAX_SIDE = flags.DEFINE_integer("max_side", predict.MAX_SIDE,
                                  "Tile images with a longer side.", lower_bound=1)
 _MAX_PIXELS = flags.DEFINE_integer("max_pixels", predict.MAX_PIXELS,
@@ -64,7 +55,7 @@ def main(argv):
               file=sys.stderr)
         return 2
     try:
-        predictor = checkpoints.load(_MODEL_DIR.value, _SOURCE.value)
+        predictor = checkpoints.load(_MODEL.model_dir.value, _MODEL.source.value)
     except (ValueError, OSError) as e:
         print(f"predict: error: {e}", file=sys.stderr)
         return 2
@@ -73,9 +64,11 @@ def main(argv):
     except OSError as e:  # else every file would fail alike, one line each
         print(f"predict: error: {e}", file=sys.stderr)
         return 2
-    threshold = predictor.threshold if _THRESHOLD.value is None else _THRESHOLD.value
-    options = predict.Options(threshold=threshold, tile=_TILE.value,
-                              stride=_STRIDE.value, max_side=_MAX_SIDE.value,
+    threshold = _MODEL.threshold.value
+    if threshold is None:
+        threshold = predictor.threshold
+    options = predict.Options(threshold=threshold, tile=_MODEL.tile.value,
+                              stride=_MODEL.stride.value, max_side=_MAX_SIDE.value,
                               max_pixels=_MAX_PIXELS.value, auto_tile=_AUTO_TILE.value)
     inputs = predict.list_inputs(_INPUT.value, exclude=_OUT_DIR.value)
     if not inputs:
@@ -89,9 +82,7 @@ def main(argv):
     return 1 if failures else 0
 
 
-def run():
-    """Entry point of `r2u-predict` and `bin/predict`."""
-    cli.run(main, __name__, __doc__)
+run = cli.entry_point(main)  # `r2u-predict` and `bin/predict`
 
 
 if __name__ == "__main__":

@@ -71,9 +71,7 @@ def main(argv):
     return 0
 
 
-def run():
-    """Entry point of `r2u-prepare` and `bin/prepare`."""
-    cli.run(main, __name__, __doc__)
+run = cli.entry_point(main)  # `r2u-prepare` and `bin/prepare`
 
 
 if __name__ == "__main__":
