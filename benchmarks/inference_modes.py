@@ -31,8 +31,8 @@ from r2u import checkpoints  # noqa: E402
 from r2u import evaluation  # noqa: E402
 from r2u import files  # noqa: E402
 from r2u import inference  # noqa: E402
-from r2u import metrics  # noqa: E402
 from r2u import operating_point  # noqa: E402
+from r2u import scoring  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training folder.", required=True)
 _SPLIT = flags.DEFINE_string("split", "validation", "Split of MODEL_DIR/data to score.")
@@ -58,20 +58,21 @@ def batch_stats_network(predictor):
 
 
 def score_mode(predictor, examples, headline, predict):
+    """The headline at every threshold (the best and the model's) and the pooled exact
+    AUC, scored by `scoring.Scorer` as bin/evaluate scores."""
     sweep = operating_point.Sweep(headline)
-    pos, neg, start = [], [], time.perf_counter()
+    scorer = scoring.Scorer(predictor.threshold, exact_auc=True)
+    start = time.perf_counter()
     for ex in examples:
         probs = predict(ex["image"])
         sweep.add(probs, ex["mask"], ex["fov"])
-        inside, truth = ex["fov"] > 0, ex["mask"] > 0
-        pos.append(probs[inside & truth])
-        neg.append(probs[inside & ~truth])
+        scorer.add(ex["id"], probs, ex["mask"], ex["fov"])
     values = operating_point.curve(np.stack(sweep.images), headline)
     at = dict(zip(operating_point.THRESHOLDS, values))
     best = operating_point.choose(values)
     return {"best_threshold": best, "at_best": float(at[best]),
             "at_model_threshold": float(at[round(predictor.threshold, 2)]),
-            "auc": metrics.exact_auc(np.concatenate(pos), np.concatenate(neg)),
+            "auc": scorer.result()["pooled"]["auc"],
             "seconds": time.perf_counter() - start}
 
 
