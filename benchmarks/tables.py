@@ -53,16 +53,16 @@ _VARIANTS = {"recurrent_bn": {"per_step": "per-step BN"},  # labels of ablation 
 
 
 def results_table(paths) -> str:
-    rows = ["| dataset | arch | params | train (min) | aggregate | "
-            + " | ".join(METRICS) + " |", "|---" * (5 + len(METRICS)) + "|"]
+    rows = ["| dataset | arch | params | train (min) | steps (best) | aggregate | "
+            + " | ".join(METRICS) + " |", "|---" * (6 + len(METRICS)) + "|"]
     observer = []  # the same for every model: shown once, last
 
-    def row(r, kind, scores, minutes):
+    def row(r, kind, scores, minutes, steps):
         params = f"{r['params']:,}" if r["params"] else "-"
         model = r.get("config", {}).get("model", {})
         arch = r["arch"] + "".join(f" ({names[model[k]]})" for k, names in _VARIANTS.items()
                                    if model.get(k) in names)
-        return (f"| {r['dataset']} | {arch} | {params} | {minutes} | {kind} | "
+        return (f"| {r['dataset']} | {arch} | {params} | {minutes} | {steps} | {kind} | "
                 + " | ".join(_f(scores.get(m), 4) for m in METRICS) + " |")
 
     for path in paths:
@@ -77,11 +77,12 @@ def results_table(paths) -> str:
                   for name, key in (("pooled", "pooled"), ("per image", "per_image_mean"))
                   if key in half]
         minutes = f"{r['train_seconds'] / 60:.0f}"
-        rows += [row(r, kind, scores, minutes) for kind, scores in kinds]
+        steps = f"{r['steps']:,} ({r['best_step']:,})"
+        rows += [row(r, kind, scores, minutes, steps) for kind, scores in kinds]
         if "second_observer" in e and not observer:
             human = dict(r, arch="2nd observer", params=0, config={})
             observer = [row(human, f"{kind}", dict(
-                e["second_observer"][key], auc=None), "-")
+                e["second_observer"][key], auc=None), "-", "-")
                         for kind, key in (("pooled", "pooled"),
                                           ("per image", "per_image_mean"))]
     return "\n".join(rows + observer)
