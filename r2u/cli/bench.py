@@ -285,9 +285,7 @@ def main(argv):
     return 0
 
 
-def run():
-    """Entry point of `r2u-bench` and `bin/bench`."""
-    cli.run(main, __name__, __doc__)
+run = cli.entry_point(main)  # `r2u-bench` and `bin/bench`
 
 
 if __name__ == "__main__":

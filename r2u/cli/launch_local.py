@@ -166,9 +166,7 @@ def _supervise(procs: list, received: list) -> int:
         time.sleep(0.1)
 
 
-def run():
-    """Entry point of `r2u-launch-local` and `bin/launch_local`."""
-    cli.run(main, __name__, __doc__)
+run = cli.entry_point(main)  # `r2u-launch-local` and `bin/launch_local`
 
 
 if __name__ == "__main__":

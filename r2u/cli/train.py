@@ -131,9 +131,7 @@ def main(argv):
     return 0
 
 
-def run():
-    """Entry point of `r2u-train` and `bin/train`."""
-    cli.run(main, __name__, __doc__)
+run = cli.entry_point(main)  # `r2u-train` and `bin/train`
 
 
 if __name__ == "__main__":
