@@ -137,10 +137,17 @@ def write_run(run_dir: str, resumed: bool) -> None:
     writers.images("validation", 200, [example])
     writers.flush()
     if resumed:  # a restart from step 100 logs steps 110-200 again
+        train_dir = os.path.join(run_dir, "tb", "train")
+        first = set(os.listdir(train_dir))
         writers = summaries.Writers(run_dir)
         for step in range(110, 201, 10):
             writers.scalars("train", step, loss=2.0)
         writers.flush()
+        # Writers opened in the same second get names whose counters sort as strings
+        # ("...10" before "...9"): name the later file so that it sorts first.
+        (later,) = set(os.listdir(train_dir)) - first
+        os.rename(os.path.join(train_dir, later),
+                  os.path.join(train_dir, "events.out.tfevents.0000000000.resumed.v2"))
 
 
 class CurvesTest(unittest.TestCase):

@@ -65,18 +65,23 @@ PHASE_TITLES = {"train": "training", "validation": "validation"}
 def read_scalars(run_dir: str, phase: str) -> dict:
     """{tag: [(step, value)] sorted by step} of `run_dir/tb/<phase>`; images are skipped.
 
-    Event files are read in name (= creation time) order, so the last value written for
-    a step wins when a resumed run logs it again.
+    The value written last (by the event's wall time) wins when a resumed run logs a step
+    again; file names cannot order writers opened in the same second (their counters
+    sort as strings).
     """
-    by_tag = {}
-    for path in sorted(glob.glob(os.path.join(run_dir, "tb", phase, "events.*"))):
+    by_tag = {}  # tag -> step -> (wall time, value)
+    for path in glob.glob(os.path.join(run_dir, "tb", phase, "events.*")):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
                 scalar = _scalar(value)
-                if scalar is not None:
-                    by_tag.setdefault(value.tag, {})[event.step] = scalar
-    return {tag: sorted(steps.items()) for tag, steps in by_tag.items()}
+                if scalar is None:
+                    continue
+                steps = by_tag.setdefault(value.tag, {})
+                if event.wall_time >= steps.get(event.step, (-1.0, None))[0]:
+                    steps[event.step] = (event.wall_time, scalar)
+    return {tag: sorted((step, v) for step, (_, v) in steps.items())
+            for tag, steps in by_tag.items()}
 
 
 def _scalar(value):
