@@ -114,6 +114,15 @@ def scaling_table(path: str) -> str:
 
 
 def _flatten(config: dict) -> dict:
+    """{"part.field": value} of a config, in today's layout: configs from before the
+    preprocessing spec had `data.contrast` (and channels in the model, no FOV option)."""
+    config = dict(config)
+    if "preprocessing" not in config:
+        data = dict(config["data"])
+        config["preprocessing"] = {"channels": config["model"]["in_channels"],
+                                   "contrast": data.pop("contrast", False),
+                                   "standardize_in_fov": False}
+        config["data"] = data
     return {f"{part}.{k}": v for part, fields in config.items() if part != "inference"
             for k, v in fields.items()}
 
