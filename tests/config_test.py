@@ -49,7 +49,9 @@ class ExperimentTest(tf.test.TestCase):
             if not isinstance(cfg, dict) or "model" not in cfg:
                 continue  # a benchmark's own settings, not an Experiment
             exp = config.Experiment.from_dict(cfg)
-            self.assertEqual(exp.preprocessing.contrast, cfg["data"]["contrast"], path)
+            # Written before the preprocessing spec (data.contrast) or after it.
+            contrast = cfg.get("preprocessing", cfg["data"])["contrast"]
+            self.assertEqual(exp.preprocessing.contrast, contrast, path)
             self.assertEqual(exp.preprocessing.channels, cfg["model"]["in_channels"])
             self.assertEqual(config.Experiment.from_dict(json.loads(exp.to_json())), exp)
             loaded += 1
