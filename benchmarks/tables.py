@@ -12,7 +12,11 @@ Tables are printed, never typed by hand, so the README quotes exactly what was m
 """
 
 import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from r2u import config as config_lib  # noqa: E402  (dataclasses only: no TensorFlow)
 
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "jaccard", "auc")
 
@@ -114,15 +118,9 @@ def scaling_table(path: str) -> str:
 
 
 def _flatten(config: dict) -> dict:
-    """{"part.field": value} of a config, in today's layout: configs from before the
-    preprocessing spec had `data.contrast` (and channels in the model, no FOV option)."""
-    config = dict(config)
-    if "preprocessing" not in config:
-        data = dict(config["data"])
-        config["preprocessing"] = {"channels": config["model"]["in_channels"],
-                                   "contrast": data.pop("contrast", False),
-                                   "standardize_in_fov": False}
-        config["data"] = data
+    """{"part.field": value} of a config in today's layout (`Experiment.from_dict` reads
+    every older one), training's threshold left out."""
+    config = json.loads(config_lib.Experiment.from_dict(config).to_json())
     return {f"{part}.{k}": v for part, fields in config.items() if part != "inference"
             for k, v in fields.items()}
 
