@@ -27,12 +27,12 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from r2u import checkpoints  # noqa: E402
-from r2u import evaluation  # noqa: E402
+from r2u.inference import loading  # noqa: E402
+from r2u.evaluation import evaluate  # noqa: E402
 from r2u import files  # noqa: E402
-from r2u import inference  # noqa: E402
-from r2u import operating_point  # noqa: E402
-from r2u import scoring  # noqa: E402
+from r2u.inference import network  # noqa: E402
+from r2u.evaluation import operating_point  # noqa: E402
+from r2u.evaluation import scoring  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training folder.", required=True)
 _SPLIT = flags.DEFINE_string("split", "validation", "Split of MODEL_DIR/data to score.")
@@ -45,13 +45,13 @@ _JSON = flags.DEFINE_string("json", None, "Write the results here.")
 def batch_stats_network(predictor):
     """Preprocessed [1, H, W, C] -> probabilities with training-mode batch norm, no dropout."""
     import tensorflow as tf
-    from r2u import models
+    from r2u.nn import models
     cfg = dataclasses.replace(predictor.model_cfg, dropout=0.0)
     net = models.build(cfg)
     tf.train.Checkpoint(model=net).read(predictor.path).expect_partial()
 
     def run(x):
-        padded, size = inference.pad_to_multiple(x, 2**cfg.depth)
+        padded, size = network.pad_to_multiple(x, 2**cfg.depth)
         logits = net(padded, training=True)[:, :size[0], :size[1]]
         return tf.nn.softmax(logits)
     return run
@@ -78,10 +78,10 @@ def score_mode(predictor, examples, headline, predict):
 
 def main(argv):
     del argv
-    predictor = checkpoints.load(_MODEL_DIR.value, "checkpoint")
+    predictor = loading.load(_MODEL_DIR.value, "checkpoint")
     exp = predictor.experiment
     data_dir = os.path.join(_MODEL_DIR.value, "data")
-    examples = list(evaluation.raw_examples(data_dir, _SPLIT.value))
+    examples = list(evaluate.raw_examples(data_dir, _SPLIT.value))
     modes = {"whole": lambda im: predictor.predict_image(im)[..., 1]}
     for pair in _TILES.value:
         tile, stride = (int(v) for v in pair.split(":"))

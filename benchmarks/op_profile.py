@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from r2u import bench
 from r2u import config
-from r2u import losses
-from r2u import models
+from r2u.training import losses
+from r2u.nn import models
 
 _ARCH = flags.DEFINE_enum("arch", "r2unet", config.ARCHS, "Architecture.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 128, "Square image side.")

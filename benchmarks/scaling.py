@@ -10,7 +10,7 @@ at `--batch_image_size`. Each point runs in a fresh process, so its peak RSS (th
 high-water mark over compile and steps, TF's own ~0.7 GB included) is its own. The
 inference comparison predicts one `--whole` (H,W) image (DRIVE's 565x584,
 reflect-padded to a multiple of 2**depth) in one forward pass and by
-`r2u.inference.tiled_probabilities` over `--tile`-sized patches every `--stride`
+`r2u.inference.network.tiled_probabilities` over `--tile`-sized patches every `--stride`
 pixels (the report's 48x48, stride 5). On this CPU float32 is the fast dtype (no
 native bfloat16): see benchmarks/NOTES.md.
 """
@@ -34,8 +34,8 @@ from r2u import bench
 from r2u import config
 from r2u import devices
 from r2u import files
-from r2u import inference
-from r2u import models
+from r2u.inference import network
+from r2u.nn import models
 
 _ARCH = flags.DEFINE_enum("arch", "r2unet", config.ARCHS, "Architecture.")
 _DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", *config.DTYPES],
@@ -100,7 +100,7 @@ def whole_vs_tiled(height: int, width: int) -> dict:
     jit = devices.resolve_xla(_XLA.value)
     image = np.random.default_rng(0).standard_normal(
         (height, width, _CHANNELS.value)).astype(np.float32)
-    whole = tf.function(lambda x: inference.probabilities(model, x), jit_compile=jit)
+    whole = tf.function(lambda x: network.probabilities(model, x), jit_compile=jit)
     spec = tf.TensorSpec([None, _TILE.value, _TILE.value, _CHANNELS.value], tf.float32)
     tiles = tf.function(lambda x: tf.nn.softmax(model(x, training=False)),
                         input_signature=[spec], jit_compile=jit)
@@ -117,13 +117,13 @@ def whole_vs_tiled(height: int, width: int) -> dict:
     padded = [-(-n // 2**model.cfg.depth) * 2**model.cfg.depth for n in (height, width)]
     record["whole_padded"] = padded
     record["whole_gflop"] = bench.forward_gflop(model, padded, _CHANNELS.value)
-    rows = inference.tile_starts(height, _TILE.value, _STRIDE.value)
-    cols = inference.tile_starts(width, _TILE.value, _STRIDE.value)
+    rows = network.tile_starts(height, _TILE.value, _STRIDE.value)
+    cols = network.tile_starts(width, _TILE.value, _STRIDE.value)
     record["num_tiles"] = int(len(rows) * len(cols))
     tiles(tf.zeros([1, _TILE.value, _TILE.value, _CHANNELS.value]))  # compile apart
     bench.reset_peak_memory()
     start = time.perf_counter()
-    tiled_probs = inference.tiled_probabilities(
+    tiled_probs = network.tiled_probabilities(
         tiles, image, _TILE.value, _STRIDE.value, batch_size=_TILE_BATCH.value)
     record.update(tiled_s=time.perf_counter() - start,
                   tiled_rss_mb=bench.peak_memory_mb()["rss_mb"],

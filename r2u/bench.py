@@ -18,9 +18,9 @@ import tensorflow as tf
 
 from r2u import config as config_lib
 from r2u import devices
-from r2u import losses
-from r2u import models
-from r2u import train
+from r2u.training import losses
+from r2u.nn import models
+from r2u.training import loop
 
 FLOP_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul",
             "BatchMatMulV2", "BatchMatMulV3")
@@ -178,7 +178,7 @@ def random_batch(batch_size: int, image_size: int, channels: int,
 class ArchBench:
     """One (arch, dtype, xla, shape) combination: built once, then timed in blocks.
 
-    Trains with the real `r2u.train` step on a `tf.data` stream of one fixed batch
+    Trains with the real `r2u.training.loop` step on a `tf.data` stream of one fixed batch
     (input cost ~0) and infers with `training=False` in a `tf.function`.
     """
 
@@ -195,11 +195,11 @@ class ArchBench:
                                          **(model_overrides or {})),
             train=config_lib.TrainConfig(batch_size=batch_size, xla=xla_name,
                                          steps_per_call=steps_per_call))
-        self.state = train.make_state(exp)
+        self.state = loop.make_state(exp)
         model = self.state.model
         batch = random_batch(batch_size, image_size, channels)
         weights = inverse_frequency(batch["mask"])
-        step = train.make_train_step(self.state, losses.loss_fn("wce", weights),
+        step = loop.make_train_step(self.state, losses.loss_fn("wce", weights),
                                      exp.train.clip_norm, xla)
         dataset = tf.data.Dataset.from_tensors(batch).repeat()
         if devices.gpus():
@@ -211,8 +211,8 @@ class ArchBench:
         if steps_per_call == 1:
             self.train_call = lambda: step(next(iterator))
         else:
-            loop = train.make_train_loop(step, steps_per_call)
-            self.train_call = lambda: loop(iterator)
+            fused = loop.make_train_loop(step, steps_per_call)
+            self.train_call = lambda: fused(iterator)
         infer = tf.function(lambda x: tf.nn.softmax(model(x, training=False)),
                             jit_compile=xla)
         images = tf.constant(batch["image"])

@@ -6,6 +6,7 @@ old file as it was, and no temporary file stays behind.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -99,3 +100,12 @@ def safe_name(text: str) -> str:
     while len(out.encode("utf-8")) > _MAX_NAME_BYTES:
         out = out[:-1]
     return out or "image"
+
+
+def sha256(path: str) -> str:
+    """Hex sha256 of a file's content (an in-place edit of the same size changes it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from r2u import bench
 from r2u import devices
-from r2u import models
+from r2u.nn import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_KEYS = ("arch", "dtype", "xla", "image_size", "channels", "batch_size", "params",

@@ -4,8 +4,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from r2u import blocks
-from r2u import models
+from r2u.nn import blocks
+from r2u.nn import models
 from tests import layers_test
 
 

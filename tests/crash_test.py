@@ -2,7 +2,7 @@
 exactly: the same final parameters, validation history, best checkpoint, threshold and
 export as a run that was never interrupted.
 
-The kills are SIGKILLs the child sends itself at named points (`r2u.faults`), not timed
+The kills are SIGKILLs the child sends itself at named points (`r2u.training.faults`), not timed
 from outside: each run of the test stops at the same instruction.
 """
 
@@ -16,8 +16,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from r2u import faults
-from r2u import run_record
+from r2u.training import faults
+from r2u.training import run_record
 from r2u.data import prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -39,12 +39,12 @@ if _IN_CHILD:
 
 # pylint: disable=g-import-not-at-top
 from r2u import config  # noqa: E402
-from r2u import distribute  # noqa: E402
-from r2u import inference  # noqa: E402
-from r2u import losses  # noqa: E402
-from r2u import metrics  # noqa: E402
-from r2u import models  # noqa: E402
-from r2u import train  # noqa: E402
+from r2u.training import distribute  # noqa: E402
+from r2u.inference import network  # noqa: E402
+from r2u.training import losses  # noqa: E402
+from r2u.evaluation import metrics  # noqa: E402
+from r2u.nn import models  # noqa: E402
+from r2u.training import loop  # noqa: E402
 from r2u.data import prepare  # noqa: E402
 from r2u.data import prepared  # noqa: E402
 from r2u.data import preprocess  # noqa: E402
@@ -104,8 +104,8 @@ if _IN_CHILD:
         def _mirrored(self, exp, batches, jit=False):
             """Steps under the strategy: (state, step function, outputs, replica shapes)."""
             with self.strategy.scope():
-                state = train.make_state(exp)
-            step = train.make_train_step(state, loss_fn(), 1e6, jit, self.strategy)
+                state = loop.make_state(exp)
+            step = loop.make_train_step(state, loss_fn(), 1e6, jit, self.strategy)
             outs, shapes = [], []
             for batch in batches:
                 inputs = next(iter(self.strategy.experimental_distribute_dataset(
@@ -116,8 +116,8 @@ if _IN_CHILD:
             return state, step, outs, shapes
 
         def _single(self, exp, batches):
-            state = train.make_state(exp)
-            step = train.make_train_step(state, loss_fn(), 1e6, jit_compile=False)
+            state = loop.make_state(exp)
+            step = loop.make_train_step(state, loss_fn(), 1e6, jit_compile=False)
             return state, [{k: float(v) for k, v in step(b).items()} for b in batches]
 
         def _assert_same_training(self, mirrored, single, atol):
@@ -174,7 +174,7 @@ if _IN_CHILD:
         def test_train_runs_end_to_end_under_mirrored(self):
             model_dir = tempfile.mkdtemp()
             exp = tiny_experiment(dropout=0.1)  # dropout: a different stream per replica
-            summary = train.train(exp, model_dir, tiny_data(), strategy=self.strategy)
+            summary = loop.train(exp, model_dir, tiny_data(), strategy=self.strategy)
             self.assertEqual(summary["steps"], 2)
             self.assertLen(summary["history"], 1)
             self.assertTrue(os.path.exists(os.path.join(model_dir, "export",
@@ -188,13 +188,13 @@ if _IN_CHILD:
             image = global_batch()["image"][:1]
             exported = tf.saved_model.load(os.path.join(model_dir, "export"))
             served = exported.serve(image)["probabilities"]
-            self.assertAllClose(served, inference.probabilities(
+            self.assertAllClose(served, network.probabilities(
                 plain, preprocess.preprocess(image, 3)), atol=1e-5)
 
 else:
 
     def _fake_worker(index, workers=2):
-        """What `r2u.distribute` reads of a MultiWorkerMirroredStrategy on worker `index`."""
+        """What `r2u.training.distribute` reads of a MultiWorkerMirroredStrategy on worker `index`."""
         cluster = tf.train.ClusterSpec(
             {"worker": [f"127.0.0.1:{i}" for i in range(workers)]})
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
@@ -212,7 +212,7 @@ else:
             for shard, path in enumerate(tfrecord.shard_paths(tiny_data(), "train")):
                 for record in tf.data.TFRecordDataset(path).map(tfrecord.parse):
                     sources.append((shard, preprocess.preprocess(record["image"], 3)))
-            stream = train.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
+            stream = loop.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
             shards, images = set(), set()
             for batch in stream.take(8):
                 self.assertEqual(batch["image"].shape[0], 2)  # global 4 / 2 replicas
@@ -249,7 +249,7 @@ else:
                                                                      batch_size=5))
             with self.assertRaisesRegex(ValueError, "4 shard file.*5 input pipelines.*at "
                                         "least 5 shards"):
-                train.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
+                loop.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
 
         def test_resume_skips_what_each_pipeline_produced(self):
             one_host = tf.distribute.InputContext(1, 0, num_replicas_in_sync=2)

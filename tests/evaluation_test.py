@@ -12,13 +12,13 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from r2u import checkpoints
+from r2u.inference import loading
 from r2u import config
-from r2u import evaluation
+from r2u.evaluation import evaluate
 from r2u import figures
-from r2u import metrics
-from r2u import scoring
-from r2u import train
+from r2u.evaluation import metrics
+from r2u.evaluation import scoring
+from r2u.training import loop
 from r2u.data import manifest
 from r2u.data import prepare
 from r2u.data import tfrecord
@@ -88,7 +88,7 @@ def numpy_scores(probs, masks, fovs, threshold):
 
 def numpy_float32_scores(probs, masks, fovs, threshold):
     """Pooled counts and scores, and per-image mean scores, at `threshold` compared in
-    float32 (as `r2u.metrics`), recomputed in NumPy."""
+    float32 (as `r2u.evaluation.metrics`), recomputed in NumPy."""
     def scores(tp, fp, fn, tn):
         def ratio(num, den):
             return num / den if den > 0 else 1.0
@@ -127,18 +127,18 @@ class EvaluationTest(tf.test.TestCase):
         cls.data_dir = os.path.join(root, "data")
         prepare.prepare("synthetic", None, cls.data_dir, image_size=32, limit=8)
         cls.model_dir = os.path.join(root, "model")
-        train.train(tiny_experiment(), cls.model_dir, cls.data_dir)
+        loop.train(tiny_experiment(), cls.model_dir, cls.data_dir)
         cls.saved_only = os.path.join(root, "saved_only")  # the SavedModel alone
         shutil.copytree(os.path.join(cls.model_dir, "export"), cls.saved_only)
         cls.fov_dir, cls.fov_examples = fov_dataset(os.path.join(root, "fov"))
-        cls.checkpoint = checkpoints.load(cls.model_dir)
-        cls.saved = checkpoints.load(cls.saved_only)
+        cls.checkpoint = loading.load(cls.model_dir)
+        cls.saved = loading.load(cls.saved_only)
 
     def test_checkpoint_and_saved_model_alone_give_the_same_metrics(self):
         self.assertEqual((self.checkpoint.source, self.saved.source),
                          ("checkpoint", "saved_model"))
-        a = evaluation.evaluate(self.checkpoint, self.data_dir, "test")
-        b = evaluation.evaluate(self.saved, self.data_dir, "test")
+        a = evaluate.evaluate(self.checkpoint, self.data_dir, "test")
+        b = evaluate.evaluate(self.saved, self.data_dir, "test")
         self.assertEqual(a["num_images"], 8)
         self.assertEqual([s["id"] for s in a["per_image"]],
                          [s["id"] for s in b["per_image"]])
@@ -153,13 +153,13 @@ class EvaluationTest(tf.test.TestCase):
 
     def test_pooled_metrics_equal_numpy_on_the_written_probability_maps(self):
         probs_dir = tempfile.mkdtemp()
-        result = evaluation.evaluate(self.saved, self.fov_dir, "test",
-                                     evaluation.Options(probs_dir=probs_dir))
+        result = evaluate.evaluate(self.saved, self.fov_dir, "test",
+                                     evaluate.Options(probs_dir=probs_dir))
         probs = [np.load(os.path.join(probs_dir, f"eye-{i}.npy")) for i in range(3)]
         # A threshold inside the probability range makes every count non-trivial.
         threshold = float(np.median(np.concatenate([p.ravel() for p in probs])))
-        result = evaluation.evaluate(self.saved, self.fov_dir, "test",
-                                     evaluation.Options(threshold=threshold))
+        result = evaluate.evaluate(self.saved, self.fov_dir, "test",
+                                     evaluate.Options(threshold=threshold))
         want = numpy_scores(probs, [e["mask"] for e in self.fov_examples],
                             [e["fov"] for e in self.fov_examples], threshold)
         pooled = result["pooled"]
@@ -177,8 +177,8 @@ class EvaluationTest(tf.test.TestCase):
         self.assertAllClose(result["per_image_mean"], means, atol=1e-6)
 
     def test_second_observer_is_scored_against_the_first_in_the_fov(self):
-        result = evaluation.evaluate(self.checkpoint, self.fov_dir, "test",
-                                     evaluation.Options(second_observer=True))
+        result = evaluate.evaluate(self.checkpoint, self.fov_dir, "test",
+                                     evaluate.Options(second_observer=True))
         human = result["second_observer"]
         want = numpy_scores([e["mask2"].astype(np.float32) for e in self.fov_examples],
                             [e["mask"] for e in self.fov_examples],
@@ -198,15 +198,15 @@ class EvaluationTest(tf.test.TestCase):
         self.assertAllClose(human["pooled"]["balanced_accuracy"],
                             (want["sensitivity"] + want["specificity"]) / 2, atol=1e-6)
         self.assertIn("auc", result["pooled"])  # the model keeps its AUC
-        self.assertIn("2nd observer pooled", evaluation.format_table(result))
+        self.assertIn("2nd observer pooled", evaluate.format_table(result))
         with self.assertRaisesRegex(ValueError, "no second observer"):
-            evaluation.evaluate(self.checkpoint, self.data_dir, "test",
-                                evaluation.Options(second_observer=True))
+            evaluate.evaluate(self.checkpoint, self.data_dir, "test",
+                                evaluate.Options(second_observer=True))
 
-    def _evaluate_with_probs(self, predictor, options=evaluation.Options()):
+    def _evaluate_with_probs(self, predictor, options=evaluate.Options()):
         """evaluate() on the FOV split, and the probability maps it scored."""
         folder = tempfile.mkdtemp()
-        result = evaluation.evaluate(predictor, self.fov_dir, "test",
+        result = evaluate.evaluate(predictor, self.fov_dir, "test",
                                      dataclasses.replace(options, probs_dir=folder))
         probs = [np.load(os.path.join(folder, f"{e['id']}.npy"))
                  for e in self.fov_examples]
@@ -233,7 +233,7 @@ class EvaluationTest(tf.test.TestCase):
             self.assertEqual(set(half), {"pooled", "per_image_mean"})
             self.assertNotIn("auc", half["pooled"])
             self.assertEqual(set(half["per_image_mean"]), set(metrics.SCORE_NAMES))
-            table = evaluation.format_table(result)
+            table = evaluate.format_table(result)
             self.assertIn(f"model t={threshold:.2f} pooled", table)
             self.assertIn("model t=0.5 per_image_mean", table)
         self.assertEqual(moved.threshold, 0.42)
@@ -283,22 +283,22 @@ class EvaluationTest(tf.test.TestCase):
         folder = tempfile.mkdtemp()
         broken = dataclasses.replace(self.checkpoint, predict=nan_predict)
         with self.assertRaisesRegex(ValueError, "NaN"):
-            evaluation.evaluate(broken, self.fov_dir, "test",
-                                evaluation.Options(probs_dir=folder))
+            evaluate.evaluate(broken, self.fov_dir, "test",
+                                evaluate.Options(probs_dir=folder))
         self.assertEqual(os.listdir(folder), [])  # nothing of the NaN image written
         broken = dataclasses.replace(self.checkpoint, network=nan_network)
         with self.assertRaisesRegex(ValueError, "NaN"):
-            evaluation.evaluate(broken, self.fov_dir, "test",
-                                evaluation.Options(tile=16, max_images=1))
+            evaluate.evaluate(broken, self.fov_dir, "test",
+                                evaluate.Options(tile=16, max_images=1))
 
     def test_tiled_inference_matches_the_whole_image(self):
         probs = {}
         for name, tile, stride in (("whole", 0, 0), ("one_tile", 32, 0),
                                    ("overlapping", 24, 4)):
             folder = tempfile.mkdtemp()
-            result = evaluation.evaluate(
+            result = evaluate.evaluate(
                 self.checkpoint, self.data_dir, "test",
-                evaluation.Options(tile=tile, stride=stride, probs_dir=folder,
+                evaluate.Options(tile=tile, stride=stride, probs_dir=folder,
                                    max_images=3))
             probs[name] = np.stack([np.load(os.path.join(folder, f))
                                     for f in sorted(os.listdir(folder))])
@@ -310,9 +310,9 @@ class EvaluationTest(tf.test.TestCase):
         self.assertEqual(probs["overlapping_result"]["inference"],
                          {"threshold": self.checkpoint.threshold, "fov_masked": True,
                           "mode": "tiled", "tile": 24, "stride": 4})
-        explicit = evaluation.evaluate(
+        explicit = evaluate.evaluate(
             self.checkpoint, self.data_dir, "test",
-            evaluation.Options(threshold=0.5, tile=24, stride=4, max_images=1))
+            evaluate.Options(threshold=0.5, tile=24, stride=4, max_images=1))
         self.assertEqual(explicit["inference"]["threshold"], 0.5)
         # Tiles see less context than the whole image (the receptive field is wider
         # than a tile), so they agree only approximately.
@@ -364,10 +364,10 @@ class EvaluationTest(tf.test.TestCase):
 
     def test_resolve_data_uses_a_prepared_folder_or_needs_a_dataset(self):
         work = tempfile.mkdtemp()
-        self.assertEqual(evaluation.resolve_data(self.saved, work, None, self.fov_dir),
+        self.assertEqual(evaluate.resolve_data(self.saved, work, None, self.fov_dir),
                          (self.fov_dir, "drive"))
         with self.assertRaisesRegex(ValueError, "no config.json.*--dataset"):
-            evaluation.resolve_data(self.saved, work)
+            evaluate.resolve_data(self.saved, work)
         self.assertEqual(os.listdir(work), [])  # nothing prepared
 
     def test_figure_panels_and_downscaling(self):
@@ -391,8 +391,8 @@ class EvaluationTest(tf.test.TestCase):
             self.skipTest(f"DRIVE not found at {raw} (set R2U_DATA_DIR)")
         data_dir = os.path.join(tempfile.mkdtemp(), "drive")
         prepare.prepare("drive", raw, data_dir, limit=2)
-        result = evaluation.evaluate(self.checkpoint, data_dir, "test",
-                                     evaluation.Options(second_observer=True))
+        result = evaluate.evaluate(self.checkpoint, data_dir, "test",
+                                     evaluate.Options(second_observer=True))
         human = result["second_observer"]
         self.assertEqual(result["num_images"], 2)
         # Published for all 20 images: accuracy 0.947, sensitivity 0.776 (Staal 2004).

@@ -9,12 +9,12 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from r2u import checkpoints
+from r2u.inference import loading
 from r2u import config
-from r2u import export
-from r2u import train
-from r2u import inference
-from r2u import models
+from r2u.inference import export
+from r2u.training import loop
+from r2u.inference import network
+from r2u.nn import models
 from r2u.data import preprocess
 
 
@@ -28,7 +28,7 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
         loaded = tf.saved_model.load(path)
         for shape in ((1, 16, 16, 3), (2, 13, 21, 3)):  # 13x21 needs padding
             images = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
-            want = inference.probabilities(model, preprocess.preprocess(images, 3))
+            want = network.probabilities(model, preprocess.preprocess(images, 3))
             got = loaded.serve(images)
             self.assertEqual(got["probabilities"].shape, shape[:3] + (2,))
             self.assertAllClose(got["probabilities"], want, atol=1e-5)
@@ -50,7 +50,7 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
                                inference=config.InferenceConfig(threshold=0.3)))
         images = np.random.default_rng(0).uniform(0, 255, (1, 40, 24, 3)).astype(np.float32)
         small = tf.image.resize(images, (16, 16), antialias=True)
-        want = tf.image.resize(inference.probabilities(
+        want = tf.image.resize(network.probabilities(
             model, preprocess.preprocess(small, 3)), (40, 24))
         loaded = tf.saved_model.load(path)  # keep it: its functions need its variables
         got = loaded.serve(images)
@@ -92,9 +92,9 @@ class TrainedWithContrastTest(tf.test.TestCase):
             train=dataclasses.replace(exp.train, batch_size=4, steps_per_epoch=2,
                                       epochs=1, xla="off"))
         model_dir = os.path.join(root, "run")
-        train.train(exp, model_dir, data_dir)
-        ckpt = checkpoints.load(model_dir, "checkpoint")
-        saved = checkpoints.load(model_dir, "saved_model")
+        loop.train(exp, model_dir, data_dir)
+        ckpt = loading.load(model_dir, "checkpoint")
+        saved = loading.load(model_dir, "saved_model")
         self.assertTrue(saved.spec.contrast)
         self.assertEqual(saved.spec, ckpt.spec)
         # As training validated: the tf.data pipeline's preprocessing, then the network.
@@ -102,8 +102,8 @@ class TrainedWithContrastTest(tf.test.TestCase):
                                                      training=False,
                                                      preprocessing=exp.preprocessing,
                                            cache=False)
-        from r2u import evaluation
-        raw = evaluation.raw_examples(data_dir, "validation")
+        from r2u.evaluation import evaluate
+        raw = evaluate.raw_examples(data_dir, "validation")
         plain = dataclasses.replace(ckpt, spec=dataclasses.replace(
             ckpt.spec, preprocessing=dataclasses.replace(ckpt.spec.preprocessing,
                                                          contrast=False)))
@@ -123,22 +123,22 @@ class InferenceTest(tf.test.TestCase):
 
     def test_padding_does_not_change_fully_convolutional_interior_shape(self):
         x = tf.reshape(tf.range(2 * 5 * 7, dtype=tf.float32), [1, 5, 7, 2])
-        padded, size = inference.pad_to_multiple(x, 4)
+        padded, size = network.pad_to_multiple(x, 4)
         self.assertEqual(padded.shape, (1, 8, 8, 2))
         self.assertAllEqual(size, [5, 7])
         self.assertAllEqual(padded[:, :5, :7], x)
 
     def test_padding_works_for_images_smaller_than_the_padding(self):
         x = tf.constant([[1.0, 2.0]])[None, ..., None]  # 1x2
-        padded, _ = inference.pad_to_multiple(x, 4)
+        padded, _ = network.pad_to_multiple(x, 4)
         self.assertAllEqual(padded[0, ..., 0], [[1, 2, 2, 1]] * 4)
 
     def test_tiles_cover_the_borders_and_stitch_back(self):
         image = np.random.default_rng(0).uniform(size=(37, 50, 1)).astype(np.float32)
         # An identity "model": stitching must reproduce the image exactly.
-        probs = inference.tiled_probabilities(lambda t: t, image, tile=16, stride=10)
+        probs = network.tiled_probabilities(lambda t: t, image, tile=16, stride=10)
         self.assertAllClose(probs, image)
-        self.assertEqual(list(inference.tile_starts(37, 16, 10)), [0, 10, 20, 21])
+        self.assertEqual(list(network.tile_starts(37, 16, 10)), [0, 10, 20, 21])
 
     def test_tiled_equals_whole_image_for_a_pointwise_model(self):
         model = models.build("unet", in_channels=1, filters=2, depth=1)
@@ -147,7 +147,7 @@ class InferenceTest(tf.test.TestCase):
         # a 1x1 head only (no context) they must agree: use the head alone.
         head = lambda t: tf.nn.softmax(model.head(tf.tile(t, [1, 1, 1, 2])))
         whole = head(x[None])[0]
-        tiled = inference.tiled_probabilities(head, x, tile=8, stride=5)
+        tiled = network.tiled_probabilities(head, x, tile=8, stride=5)
         self.assertAllClose(tiled, whole, atol=1e-6)
 
 

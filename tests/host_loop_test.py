@@ -1,6 +1,6 @@
 """The host loop's two ways to end a run early: early stopping, and Ctrl-C, which saves.
 
-Both run real training on a tiny prepared synthetic dataset, through `train.train` or
+Both run real training on a tiny prepared synthetic dataset, through `loop.train` or
 `bin/train`, so they test what a user gets rather than the loop's internals.
 """
 
@@ -17,7 +17,7 @@ import tempfile
 import tensorflow as tf
 
 from r2u import config
-from r2u import train
+from r2u.training import loop
 from r2u.data import prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +67,7 @@ class HostLoopTest(tf.test.TestCase):
 
     def test_early_stopping_stops_after_patience_epochs_and_resume_stays_stopped(self):
         model_dir = _tmpdir(self)
-        summary = train.train(frozen_experiment(), model_dir, self.data)
+        summary = loop.train(frozen_experiment(), model_dir, self.data)
         scores = [record["score"] for record in summary["history"]]
         self.assertLen(scores, PATIENCE + 1)  # of 6 epochs
         self.assertEqual(len(set(scores)), 1, scores)  # the premise: nothing improved
@@ -77,7 +77,7 @@ class HostLoopTest(tf.test.TestCase):
             record = json.load(f)
         self.assertTrue(record["stopped"])
         self.assertEqual(record["step"], summary["steps"])
-        resumed = train.train(frozen_experiment(), model_dir, self.data, resume=True)
+        resumed = loop.train(frozen_experiment(), model_dir, self.data, resume=True)
         self.assertEqual(resumed["steps"], summary["steps"])
         self.assertEqual(resumed["history"], summary["history"])
         self.assertEqual(latest_step(model_dir), summary["steps"])

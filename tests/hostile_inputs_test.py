@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from r2u import checkpoints
-from r2u import evaluation
-from r2u import models
+from r2u.inference import loading
+from r2u.evaluation import evaluate
+from r2u.nn import models
 from r2u.data import imageio
 from r2u.data import manifest as manifest_lib
 from r2u.data import prepare
@@ -352,7 +352,7 @@ class EvaluateHostileFilesTest(TinyModelTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.predictor = checkpoints.load(cls.model_dir)
+        cls.predictor = loading.load(cls.model_dir)
 
     def _copy_data(self):
         data = os.path.join(_tmpdir(self), "data")
@@ -378,7 +378,7 @@ class EvaluateHostileFilesTest(TinyModelTestCase):
         self.assertLen(list(tf.data.TFRecordDataset(shard)), 1)  # TF reads it happily
         with self.assertRaisesRegex(imageio.DataError,
                                     f"^{re.escape(shard)}: shard has"):
-            evaluation.evaluate(self.predictor, data, "test")
+            evaluate.evaluate(self.predictor, data, "test")
 
     def test_a_corrupt_shard_of_the_right_size_is_an_error_naming_it(self):
         data, shard = self._copy_data()
@@ -387,7 +387,7 @@ class EvaluateHostileFilesTest(TinyModelTestCase):
             f.write(b"\xff" * 64)
         with self.assertRaisesRegex(imageio.DataError,
                                     f"^{re.escape(shard)}: corrupt shard"):
-            evaluation.evaluate(self.predictor, data, "test")
+            evaluate.evaluate(self.predictor, data, "test")
 
     def test_a_model_dir_without_checkpoint_or_saved_model_is_one_error_line(self):
         # As a training run killed before its first save: config.json, empty folders,

@@ -11,10 +11,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from r2u import checkpoints
+from r2u.inference import loading
 from r2u import config
-from r2u import evaluation
-from r2u import models
+from r2u.evaluation import evaluate
+from r2u.nn import models
 from r2u.data import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,9 +66,9 @@ class InferenceModesTest(tf.test.TestCase):
         for name, mode in result["modes"].items():
             self.assertEqual(set(mode), MODE_KEYS, name)
             self.assertGreaterEqual(mode["at_best"], mode["at_model_threshold"], name)
-        predictor = checkpoints.load(model_dir, "checkpoint")
+        predictor = loading.load(model_dir, "checkpoint")
         pos, neg = [], []
-        examples = list(evaluation.raw_examples(os.path.join(model_dir, "data"),
+        examples = list(evaluate.raw_examples(os.path.join(model_dir, "data"),
                                                 "validation"))
         self.assertLen(examples, result["num_images"])
         for ex in examples:

@@ -1,4 +1,4 @@
-"""Seeded-random properties of r2u.inference: padding, cropping and tiling (issue #8).
+"""Seeded-random properties of r2u.inference.network: padding, cropping and tiling (issue #8).
 
 tests/export_test.py checks a few hand-picked sizes; here random sizes (always with 1x1,
 thin, odd and smaller-than-the-tile ones) must satisfy the same contracts. Tiles are
@@ -11,7 +11,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
-from r2u import inference
+from r2u.inference import network
 
 SEED = 20240608
 EDGE_SIZES = [(1, 1), (1, 2), (2, 1), (1, 9), (9, 1), (3, 5), (7, 7), (15, 17)]
@@ -56,7 +56,7 @@ class PaddingPropertyTest(tf.test.TestCase):
             multiple = int(rng.choice([1, 2, 4, 8, 16]))
             shape = (batch, height, width, channels)
             images = rng.normal(size=shape).astype(np.float32)
-            padded, size = inference.pad_to_multiple(tf.constant(images), multiple)
+            padded, size = network.pad_to_multiple(tf.constant(images), multiple)
             padded = padded.numpy()
             case = f"{height}x{width}, multiple {multiple}"
             self.assertAllEqual(size, [height, width], msg=case)
@@ -76,7 +76,7 @@ class PaddingPropertyTest(tf.test.TestCase):
         model = PerPixelModel(channels=3, depth=3, seed=SEED)
         for height, width in random_sizes(rng, 20):
             images = rng.normal(size=(1, height, width, 3)).astype(np.float32)
-            got = inference.probabilities(model, tf.constant(images)).numpy()
+            got = network.probabilities(model, tf.constant(images)).numpy()
             want = tf.nn.softmax(model(tf.constant(images))).numpy()  # no padding
             self.assertEqual(got.shape, (1, height, width, 2))
             self.assertAllClose(got, want, atol=TOLERANCE, msg=f"{height}x{width}")
@@ -89,7 +89,7 @@ class TilingPropertyTest(tf.test.TestCase):
         for _ in range(200):
             length, tile = int(rng.integers(1, 60)), int(rng.integers(1, 24))
             stride = int(rng.integers(1, tile + 1))
-            starts = inference.tile_starts(length, tile, stride)
+            starts = network.tile_starts(length, tile, stride)
             case = f"length {length}, tile {tile}, stride {stride}"
             self.assertEqual(starts[0], 0, case)
             self.assertEqual(starts[-1], max(0, length - tile), case)
@@ -100,13 +100,13 @@ class TilingPropertyTest(tf.test.TestCase):
         rng = np.random.default_rng(SEED + 3)
         model = PerPixelModel(channels=3, depth=2, seed=SEED)
         # As Predictor.network: every tile (odd ones too) is padded and cropped back.
-        network = lambda tiles: inference.probabilities(model, tf.constant(tiles))
+        run = lambda tiles: network.probabilities(model, tf.constant(tiles))
         for height, width in random_sizes(rng, 30):
             tile = int(rng.integers(1, 20))  # often larger than the image
             stride = int(rng.integers(1, tile + 1))
             image = rng.normal(size=(height, width, 3)).astype(np.float32)
-            whole = network(image[None])[0].numpy()
-            tiled = inference.tiled_probabilities(network, image, tile, stride,
+            whole = run(image[None])[0].numpy()
+            tiled = network.tiled_probabilities(run, image, tile, stride,
                                                   batch_size=int(rng.integers(1, 5)))
             self.assertEqual(tiled.shape, (height, width, 2))
             self.assertAllClose(tiled, whole, atol=TOLERANCE,
@@ -116,7 +116,7 @@ class TilingPropertyTest(tf.test.TestCase):
         image = np.ones((10, 10, 1), np.float32)
         for tile, stride in ((4, 6), (4, 0), (1, 2)):
             with self.assertRaisesRegex(ValueError, "1 <= stride <= tile"):
-                inference.tiled_probabilities(lambda t: t, image, tile, stride)
+                network.tiled_probabilities(lambda t: t, image, tile, stride)
 
 
 if __name__ == "__main__":

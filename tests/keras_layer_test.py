@@ -11,8 +11,8 @@ import tensorflow as tf
 
 import keras
 from r2u import config as config_lib
-from r2u import keras_layer
-from r2u import models
+from r2u.nn import keras_layer
+from r2u.nn import models
 
 TINY = dict(in_channels=1, num_classes=2, filters=4, depth=2, t=1, dropout=0.2)
 
@@ -138,7 +138,7 @@ class R2UNetLayerTest(tf.test.TestCase):
 
     def test_import_r2u_does_not_import_keras(self):
         code = ("import sys, r2u; "
-                "sys.exit('keras' in sys.modules or 'r2u.keras_layer' in sys.modules)")
+                "sys.exit('keras' in sys.modules or 'r2u.nn.keras_layer' in sys.modules)")
         subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from r2u import layers
+from r2u.nn import layers
 
 
 def conv2d_ref(x, w, b=None):

@@ -1,10 +1,10 @@
-"""Tests for r2u.losses: each loss vs a NumPy float64 reference; FOV; gradients."""
+"""Tests for r2u.training.losses: each loss vs a NumPy float64 reference; FOV; gradients."""
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from r2u import losses
+from r2u.training import losses
 
 _SMOOTH = 1.0  # the documented smoothing term, restated here on purpose
 _WEIGHTS = {"none": None, "explicit": (0.3, 2.5)}

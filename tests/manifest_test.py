@@ -8,7 +8,7 @@ from unittest import mock
 import tensorflow as tf
 
 from r2u import config
-from r2u import train
+from r2u.training import loop
 from r2u.data import imageio
 from r2u.data import manifest
 from r2u.data import prepare
@@ -56,7 +56,7 @@ class VerifyTest(tf.test.TestCase):
             model=config.ModelConfig(arch="unet", filters=2, depth=1, in_channels=3),
             data=exp.data, train=config.TrainConfig(steps=4, batch_size=2, log_every=1))
         with self.assertRaisesRegex(imageio.DataError, "train-00001-of-00002.*sha256"):
-            train.train(exp, tempfile.mkdtemp(), self.dir)
+            loop.train(exp, tempfile.mkdtemp(), self.dir)
 
     def test_missing_shard_is_named(self):
         os.remove(self.shard)

@@ -27,7 +27,7 @@ if _IN_CHILD:
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration()] * _REPLICAS)
 
-from r2u import metrics  # pylint: disable=g-import-not-at-top
+from r2u.evaluation import metrics  # pylint: disable=g-import-not-at-top
 
 
 def _data(seed, images=8):

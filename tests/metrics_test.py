@@ -1,4 +1,4 @@
-"""Tests for r2u.metrics: hand counts, AUC vs pairwise reference, streaming, XLA."""
+"""Tests for r2u.evaluation.metrics: hand counts, AUC vs pairwise reference, streaming, XLA."""
 
 import functools
 
@@ -6,7 +6,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from r2u import metrics
+from r2u.evaluation import metrics
 
 # Shared by several cases: pixels 0..7 are predicted [1, 1, 0, 0, 1, 0, 1, 0] at 0.5.
 _P = [0.9, 0.8, 0.3, 0.1, 0.6, 0.2, 0.7, 0.4]

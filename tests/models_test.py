@@ -8,10 +8,10 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from r2u import config
-from r2u import layers
-from r2u import losses
-from r2u import models
-from r2u import optim
+from r2u.nn import layers
+from r2u.training import losses
+from r2u.nn import models
+from r2u.training import optim
 
 ARCHS = config.ARCHS
 RECURRENT_ARCHS = ("runet", "r2unet", "attr2unet")

@@ -1,12 +1,12 @@
-"""Tests for r2u.operating_point: hand counts, curves vs a NumPy loop, the choice."""
+"""Tests for r2u.evaluation.operating_point: hand counts, curves vs a NumPy loop, the choice."""
 
 import unittest
 
 from absl.testing import absltest
 import numpy as np
 
-from r2u import metrics
-from r2u import operating_point as op
+from r2u.evaluation import metrics
+from r2u.evaluation import operating_point as op
 
 # The thresholds built independently of r2u: k / 100 is the double nearest k/100.
 _THRESHOLDS = [k / 100 for k in range(1, 100)]
@@ -90,7 +90,7 @@ class CountsTest(absltest.TestCase):
         self.assertEmpty(sweep.images)
 
     def test_float32_probabilities_agree_with_metrics_at_every_threshold(self):
-        """The operating point must count pixels as `r2u.metrics` (and `evaluate`) do.
+        """The operating point must count pixels as `r2u.evaluation.metrics` (and `evaluate`) do.
 
         Network probabilities are float32. float32(0.3) > 0.3 in float64, so `counts`
         calls a pixel of probability float32(0.3) foreground at threshold 0.3 while

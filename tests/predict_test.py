@@ -1,4 +1,4 @@
-"""bin/predict and r2u.predict: outputs, bad files, channels, odd names, no escapes."""
+"""bin/predict and r2u.inference.predict: outputs, bad files, channels, odd names, no escapes."""
 
 import dataclasses
 import gzip
@@ -10,12 +10,12 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from r2u import checkpoints
+from r2u.inference import loading
 from r2u import config
 from r2u import files
-from r2u import models
-from r2u import predict
-from r2u import train
+from r2u.nn import models
+from r2u.inference import predict
+from r2u.training import loop
 from r2u.data import imageio
 from r2u.data import prepare
 
@@ -71,9 +71,9 @@ class PredictCliTest(tf.test.TestCase):
         data_dir = os.path.join(root, "data")
         prepare.prepare("synthetic", None, data_dir, image_size=32, limit=8)
         cls.model_dir = os.path.join(root, "model")
-        train.train(tiny_experiment(), cls.model_dir, data_dir)
-        cls.rgb = checkpoints.load(cls.model_dir)
-        cls.gray = checkpoints.load(gray_model_dir())
+        loop.train(tiny_experiment(), cls.model_dir, data_dir)
+        cls.rgb = loading.load(cls.model_dir)
+        cls.gray = loading.load(gray_model_dir())
 
     def test_cli_writes_three_pngs_and_skips_bad_files(self):
         top = tempfile.mkdtemp()

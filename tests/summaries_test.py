@@ -1,4 +1,4 @@
-"""Tests of r2u.summaries.Progress (on a fake clock) and of benchmarks/reproduce/curves.py
+"""Tests of r2u.training.summaries.Progress (on a fake clock) and of benchmarks/reproduce/curves.py
 reading what summaries.Writers logs (a CLI smoke run; skipped without matplotlib)."""
 
 import importlib.util
@@ -13,7 +13,7 @@ import unittest
 import numpy as np
 from PIL import Image
 
-from r2u import summaries
+from r2u.training import summaries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CURVES = os.path.join(ROOT, "benchmarks", "reproduce", "curves.py")
@@ -124,7 +124,7 @@ class ProgressTest(unittest.TestCase):
 
 
 def write_run(run_dir: str, resumed: bool) -> None:
-    """Two epochs of train loss and validation scores, as r2u/train.py logs them."""
+    """Two epochs of train loss and validation scores, as r2u/training/loop.py logs them."""
     writers = summaries.Writers(run_dir)
     for step in range(10, 201, 10):
         writers.scalars("train", step, loss=1.0 / step, grad_norm=1.0,

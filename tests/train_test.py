@@ -13,11 +13,11 @@ from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
 
 from r2u import config
-from r2u import losses
-from r2u import run_record
-from r2u import train
-from r2u import train_step
-from r2u import inference
+from r2u.training import losses
+from r2u.training import run_record
+from r2u.training import loop
+from r2u.training import step as step_lib
+from r2u.inference import network
 from r2u.data import manifest
 from r2u.data import prepare
 from r2u.data import prepared
@@ -61,8 +61,8 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         exp = tiny_experiment()
         exp = dataclasses.replace(exp, model=dataclasses.replace(
             exp.model, arch=arch, compute_dtype=dtype, dropout=0.0))
-        state = train.make_state(exp)
-        step = train.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False)
+        state = loop.make_state(exp)
+        step = loop.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False)
         batch = fixed_batch()
         first = float(step(batch)["loss"])
         for _ in range(8):
@@ -80,8 +80,8 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
             exp = tiny_experiment()
             exp = dataclasses.replace(exp, model=dataclasses.replace(
                 exp.model, arch="r2unet", compute_dtype=compute_dtype, dropout=0.0))
-            state = train.make_state(exp)
-            step = train.make_train_step(state, losses.loss_fn("wce"), 1.0,
+            state = loop.make_state(exp)
+            step = loop.make_train_step(state, losses.loss_fn("wce"), 1.0,
                                          jit_compile=False)
             batch = fixed_batch(size=16)
             curves[compute_dtype] = np.array([float(step(batch)["loss"])
@@ -95,15 +95,15 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         exp = dataclasses.replace(tiny_experiment(), model=dataclasses.replace(
             tiny_experiment().model, arch="r2unet", dropout=0.0))
         batches = [fixed_batch(size=16, seed=s) for s in range(3)]
-        single = train.make_state(exp)
-        step = train.make_train_step(single, losses.loss_fn("wce"), 1.0, jit_compile=False)
+        single = loop.make_state(exp)
+        step = loop.make_train_step(single, losses.loss_fn("wce"), 1.0, jit_compile=False)
         losses_single = [float(step(b)["loss"]) for b in batches]
-        fused = train.make_state(exp)
-        loop = train.make_train_loop(
-            train.make_train_step(fused, losses.loss_fn("wce"), 1.0, jit_compile=False), 3)
+        fused = loop.make_state(exp)
+        fused_loop = loop.make_train_loop(
+            loop.make_train_step(fused, losses.loss_fn("wce"), 1.0, jit_compile=False), 3)
         dataset = tf.data.Dataset.from_tensor_slices(
             {k: tf.stack([b[k] for b in batches]) for k in batches[0]})
-        out = loop(iter(dataset))
+        out = fused_loop(iter(dataset))
         self.assertAllClose(float(out["loss"]), np.mean(losses_single), rtol=1e-5)
         self.assertTrue(bool(out["finite"]))
         self.assertEqual(int(fused.step), 3)
@@ -114,8 +114,8 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         exp = tiny_experiment()
         exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model,
                                                                  compute_dtype="float16"))
-        state = train.make_state(exp)
-        step = train.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False)
+        state = loop.make_state(exp)
+        step = loop.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False)
         batch = fixed_batch()
         batch["image"] = tf.tensor_scatter_nd_update(batch["image"], [[0, 0, 0, 0]],
                                                      [np.inf])
@@ -135,13 +135,13 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
             exp.model, arch="resunet", depth=1, compute_dtype=dtype, dropout=0.0))
         batches = [fixed_batch(size=16, seed=s) for s in range(4)]
         batches[1]["image"] = batches[1]["image"] * np.nan  # step 2 of 4
-        reference = train.make_state(exp)  # the same initial weights, step 1 only
-        train.make_train_step(reference, losses.loss_fn("wce"), 1.0, False)(batches[0])
-        state = train.make_state(exp)
-        loop = train.make_train_loop(
-            train.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False), 4,
+        reference = loop.make_state(exp)  # the same initial weights, step 1 only
+        loop.make_train_step(reference, losses.loss_fn("wce"), 1.0, False)(batches[0])
+        state = loop.make_state(exp)
+        stopping = loop.make_train_loop(
+            loop.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False), 4,
             stop_at_non_finite=True)
-        out = loop(iter(tf.data.Dataset.from_tensor_slices(
+        out = stopping(iter(tf.data.Dataset.from_tensor_slices(
             {k: tf.stack([b[k] for b in batches]) for k in batches[0]})))
         self.assertFalse(bool(out["finite"]))
         self.assertEqual(int(out["steps"]), 2)
@@ -155,10 +155,10 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         exp = tiny_experiment()
         exp = dataclasses.replace(exp, model=dataclasses.replace(
             exp.model, arch="resunet", depth=1, compute_dtype="float16"))
-        state = train.make_state(exp)
-        step = train.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False)
+        state = loop.make_state(exp)
+        step = loop.make_train_step(state, losses.loss_fn("wce"), 1.0, jit_compile=False)
         step(fixed_batch(seed=1))  # statistics and metrics away from their initial values
-        stats = train_step.moving_statistics(state.model)
+        stats = step_lib.moving_statistics(state.model)
         self.assertNotEmpty(stats)
         self.assertLen(stats, len([v for v in state.model.variables if "moving_" in v.name]))
         kept = stats + list(state.train_metrics.variables)
@@ -178,8 +178,8 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
             exp.model, arch="unet", depth=1, dropout=0.0))
         outs = []
         for jit in (False, True):
-            state = train.make_state(exp)
-            step = train.make_train_step(state, losses.loss_fn("wce"), 1.0, jit)
+            state = loop.make_state(exp)
+            step = loop.make_train_step(state, losses.loss_fn("wce"), 1.0, jit)
             step(fixed_batch(size=8))
             outs.append([v.numpy() for v in state.model.trainable_variables])
         for a, b in zip(*outs):
@@ -197,14 +197,14 @@ class TrainLoopTest(tf.test.TestCase):
 
         with mock.patch.object(manifest, "load", counting):
             # Two epochs: two validations, the training stream, weights and counts.
-            train.train(tiny_experiment(), tempfile.mkdtemp(), data_dir)
+            loop.train(tiny_experiment(), tempfile.mkdtemp(), data_dir)
             self.assertEqual(reads, [data_dir])
-            train.train(tiny_experiment(), tempfile.mkdtemp(), prepared.load(data_dir))
+            loop.train(tiny_experiment(), tempfile.mkdtemp(), prepared.load(data_dir))
         self.assertEqual(reads, [data_dir] * 2)  # the second run: only the load above
 
     def test_end_to_end_writes_checkpoints_summaries_config_and_export(self):
         model_dir = tempfile.mkdtemp()
-        summary = train.train(tiny_experiment(), model_dir, tiny_data())
+        summary = loop.train(tiny_experiment(), model_dir, tiny_data())
         self.assertEqual(summary["steps"], 4)
         self.assertLen(summary["history"], 2)
         # Selection: the headline metric at its own best threshold, not Dice at 0.5.
@@ -231,21 +231,21 @@ class TrainLoopTest(tf.test.TestCase):
         self.assertContainsSubset({"dice", "jaccard", "auc", "sensitivity", "input",
                                    "ground_truth", "prediction_overlay"}, tags["validation"])
         with self.assertRaisesRegex(FileExistsError, "--resume"):
-            train.train(tiny_experiment(), model_dir, tiny_data())
+            loop.train(tiny_experiment(), model_dir, tiny_data())
 
     def test_resume_reaches_the_same_parameters_as_an_uninterrupted_run(self):
         straight, split = tempfile.mkdtemp(), tempfile.mkdtemp()
         exp = tiny_experiment()
-        train.train(exp, straight, tiny_data())
+        loop.train(exp, straight, tiny_data())
         half = dataclasses.replace(exp, train=dataclasses.replace(exp.train, steps=3))
-        train.train(half, split, tiny_data())
+        loop.train(half, split, tiny_data())
         with open(os.path.join(split, "config.json")) as f:
             written = f.read()
         with self.assertRaisesRegex(ValueError, r"config.json in train.steps 3 -> None;"):
-            train.train(exp, split, tiny_data(), resume=True)
+            loop.train(exp, split, tiny_data(), resume=True)
         with open(os.path.join(split, "config.json")) as f:
             self.assertEqual(f.read(), written)  # refused before writing anything
-        train.train(exp, split, tiny_data(), resume=True, resume_overrides=True)
+        loop.train(exp, split, tiny_data(), resume=True, resume_overrides=True)
         a, b = (tf.saved_model.load(os.path.join(d, "export")) for d in (straight, split))
         image = fixed_batch(n=1)["image"]
         self.assertAllClose(a.serve(image), b.serve(image), atol=1e-6)
@@ -298,7 +298,7 @@ class TrainLoopTest(tf.test.TestCase):
         exp = tiny_experiment(log_every=4)
         exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, arch="unet"))
         model_dir, states = tempfile.mkdtemp(), []
-        real_dataset, real_state = train.training_dataset, train.make_state
+        real_dataset, real_state = loop.training_dataset, loop.make_state
 
         def poisoned(*args):  # the images of the 3rd batch (step 3) are NaN
             return real_dataset(*args).enumerate().map(lambda i, b: {
@@ -309,17 +309,17 @@ class TrainLoopTest(tf.test.TestCase):
             return states[-1]
 
         good = os.path.join(model_dir, "ckpt", "ckpt-2")
-        with mock.patch.object(train, "training_dataset", poisoned), \
-                mock.patch.object(train, "make_state", keep):
+        with mock.patch.object(loop, "training_dataset", poisoned), \
+                mock.patch.object(loop, "make_state", keep):
             with self.assertRaisesRegex(FloatingPointError,
                                         rf"at step 3 of 4: .*last good checkpoint: "
                                         rf"{re.escape(good)}$"):
-                train.train(exp, model_dir, tiny_data())
+                loop.train(exp, model_dir, tiny_data())
         self.assertEqual(int(states[0].step), 3)
         self.assertEqual(tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt")), good)
         self.assertFalse(os.path.exists(os.path.join(model_dir, "summary.json")))
         # Nothing changed after step 2: weights, Adam and batch-norm statistics.
-        saved = train.make_state(exp)
+        saved = loop.make_state(exp)
         saved.checkpoint().read(good).expect_partial()
         for a, b in zip(_weights(saved), _weights(states[0]), strict=True):
             self.assertAllEqual(a, b, msg=a.name)
@@ -327,21 +327,21 @@ class TrainLoopTest(tf.test.TestCase):
     def test_export_predicts_what_the_best_checkpoint_predicts(self):
         model_dir = tempfile.mkdtemp()
         exp = tiny_experiment()
-        train.train(exp, model_dir, tiny_data())
-        state = train.make_state(exp)
+        loop.train(exp, model_dir, tiny_data())
+        state = loop.make_state(exp)
         best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
         state.checkpoint().read(best).expect_partial()
         loaded = tf.saved_model.load(os.path.join(model_dir, "export"))
         raw = tf.cast(next(iter(tf.data.TFRecordDataset(
             tfrecord.shard_paths(tiny_data(), "test")).map(tfrecord.parse)))["image"][None],
             tf.float32)
-        want = inference.probabilities(state.model, preprocess.preprocess(raw, 3))
+        want = network.probabilities(state.model, preprocess.preprocess(raw, 3))
         self.assertAllClose(loaded.serve(raw)["probabilities"], want, atol=1e-5)
 
 
 def _weights(state):
     """Everything a step may change but the counters: weights, Adam, BN statistics."""
-    return (list(state.model.trainable_variables) + train_step.moving_statistics(state.model)
+    return (list(state.model.trainable_variables) + step_lib.moving_statistics(state.model)
             + [state.opt.iterations, *state.opt.m, *state.opt.v])
 
 

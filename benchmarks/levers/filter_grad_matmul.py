@@ -24,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 from r2u import bench  # noqa: E402
 from r2u import config  # noqa: E402
-from r2u import layers  # noqa: E402
+from r2u.nn import layers  # noqa: E402
 
 _ARCH = flags.DEFINE_enum("arch", "r2unet", config.ARCHS, "Architecture.")
 _FILTERS = flags.DEFINE_integer("filters", 16, "Width of level 0.")

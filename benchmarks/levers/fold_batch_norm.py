@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from r2u import bench  # noqa: E402
-from r2u import blocks  # noqa: E402
+from r2u.nn import blocks  # noqa: E402
 from r2u import config  # noqa: E402
-from r2u import models  # noqa: E402
+from r2u.nn import models  # noqa: E402
 
 _ARCH = flags.DEFINE_enum("arch", "r2unet", config.ARCHS, "Architecture.")
 _FILTERS = flags.DEFINE_integer("filters", 16, "Width of level 0.")

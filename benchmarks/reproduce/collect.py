@@ -14,7 +14,7 @@ from absl import flags
 from r2u import config
 from r2u import devices
 from r2u import files
-from r2u import models
+from r2u.nn import models
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training folder.", required=True)
 _EVAL = flags.DEFINE_string("eval", None, "bin/evaluate JSON.", required=True)

@@ -108,12 +108,12 @@ def define_model_flags(tile_help: str) -> ModelFlags:
     flags of this module, which `run` adds to the program's --help. Call it after
     `setup()`.
     """
-    from r2u import checkpoints  # imports TensorFlow: not before setup()
+    from r2u.inference import loading  # imports TensorFlow: not before setup()
     return ModelFlags(
         model_dir=flags.DEFINE_string(
             "model_dir", None, "Training folder or SavedModel folder.", required=True),
         source=flags.DEFINE_enum(
-            "source", "auto", checkpoints.SOURCES,
+            "source", "auto", loading.SOURCES,
             "auto: checkpoint if present, else the SavedModel."),
         threshold=flags.DEFINE_float(
             "threshold", None, "Foreground iff probability > this (default: the "

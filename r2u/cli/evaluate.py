@@ -23,9 +23,9 @@ cli.setup()  # before TensorFlow is imported
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from r2u import checkpoints  # noqa: E402
+from r2u.inference import loading  # noqa: E402
 from r2u import errors  # noqa: E402
-from r2u import evaluation  # noqa: E402
+from r2u.evaluation import evaluate  # noqa: E402
 from r2u import files  # noqa: E402
 from r2u.data import prepare  # noqa: E402
 
@@ -56,20 +56,20 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     out = _OUT.value
     figures_dir = _FIGURES_DIR.value or os.path.splitext(out)[0] + "_figures"
-    options = evaluation.Options(
+    options = evaluate.Options(
         threshold=_MODEL.threshold.value, tile=_MODEL.tile.value,
         stride=_MODEL.stride.value,
         second_observer=_SECOND.value, max_images=_MAX_IMAGES.value,
         figures=_FIGURES.value, figures_dir=figures_dir, probs_dir=_PROBS_DIR.value)
     try:
-        predictor = checkpoints.load(_MODEL.model_dir.value, _MODEL.source.value)
+        predictor = loading.load(_MODEL.model_dir.value, _MODEL.source.value)
         # Fail now rather than after the whole evaluation.
         files.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
         training_dir = _MODEL.model_dir.value if predictor.experiment else None
         work_dir = training_dir or os.path.dirname(os.path.abspath(out))
-        data_dir, dataset = evaluation.resolve_data(predictor, work_dir, _DATASET.value,
+        data_dir, dataset = evaluate.resolve_data(predictor, work_dir, _DATASET.value,
                                                     _DATA_DIR.value)
-        result = evaluation.evaluate(predictor, data_dir, _SPLIT.value, options)
+        result = evaluate.evaluate(predictor, data_dir, _SPLIT.value, options)
         files.write_json(out, result, allow_nan=False, newline=True)
     except (errors.DataError, ValueError, OSError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
@@ -78,7 +78,7 @@ def main(argv):
     print(f"{dataset} {_SPLIT.value}: {result['num_images']} images, {mode}, threshold "
           f"{result['inference']['threshold']}, model from {predictor.source} "
           f"{predictor.path}")
-    print(evaluation.format_table(result))
+    print(evaluate.format_table(result))
     print(f"wrote {out} ({result['wall_time_seconds']:.1f} s)")
     return 0
 

@@ -25,9 +25,9 @@ cli.setup()  # before TensorFlow is imported
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from r2u import checkpoints  # noqa: E402
+from r2u.inference import loading  # noqa: E402
 from r2u import files  # noqa: E402
-from r2u import predict  # noqa: E402
+from r2u.inference import predict  # noqa: E402
 
 _MODEL = cli.define_model_flags(
     tile_help="0: whole images unless large; else always tiles of this size "
@@ -55,7 +55,7 @@ def main(argv):
               file=sys.stderr)
         return 2
     try:
-        predictor = checkpoints.load(_MODEL.model_dir.value, _MODEL.source.value)
+        predictor = loading.load(_MODEL.model_dir.value, _MODEL.source.value)
     except (ValueError, OSError) as e:
         print(f"predict: error: {e}", file=sys.stderr)
         return 2

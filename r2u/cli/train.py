@@ -18,9 +18,9 @@ from absl import logging  # noqa: E402
 
 from r2u import config  # noqa: E402
 from r2u import devices  # noqa: E402
-from r2u import distribute  # noqa: E402
-from r2u import losses  # noqa: E402
-from r2u import train  # noqa: E402
+from r2u.training import distribute  # noqa: E402
+from r2u.training import losses  # noqa: E402
+from r2u.training import loop  # noqa: E402
 from r2u.data import prepare  # noqa: E402
 from r2u.data import prepared  # noqa: E402
 
@@ -118,7 +118,7 @@ def main(argv):
                                            exp.data.validation_count)
         data = prepared.load(data_dir)
         data.verify(full=_VERIFY.value)
-        summary = train.train(exp, model_dir, data, resume=_RESUME.value,
+        summary = loop.train(exp, model_dir, data, resume=_RESUME.value,
                               resume_overrides=_ALLOW_CHANGED.value,
                               strategy=strategy)
     except (ValueError, FileExistsError, FloatingPointError, OSError) as e:

@@ -76,7 +76,6 @@ def verify(data_dir: str, full: bool = False, splits=None,
     Raises:
       DataError: naming the first shard that is missing, truncated, grown or changed.
     """
-    from r2u.data import tfrecord  # tfrecord imports TensorFlow; keep this module light
     manifest = manifest if manifest is not None else load(data_dir)
     for split, info in manifest["splits"].items():
         if splits is not None and split not in splits:
@@ -90,7 +89,7 @@ def verify(data_dir: str, full: bool = False, splits=None,
                 raise errors.DataError(
                     f"{file}: shard has {size} bytes, the manifest says {shard['bytes']} "
                     "(truncated or modified; re-run bin/prepare)")
-            if full and tfrecord.sha256(file) != shard["sha256"]:
+            if full and files.sha256(file) != shard["sha256"]:
                 raise errors.DataError(
                     f"{file}: sha256 differs from the manifest (corrupt or modified; "
                     "re-run bin/prepare)")

@@ -3,7 +3,7 @@
 The retina recipe: 48x48 patches sampled on the fly from whole, already standardised
 images, optionally each with its own random geometric transform. Pure TF (gathers),
 usable in tf.data and in compiled functions. Padding and sliding-window tiling for
-inference live in `r2u.inference`.
+inference live in `r2u.inference.network`.
 """
 
 import tensorflow as tf

@@ -22,6 +22,7 @@ from absl import logging
 
 from r2u import config
 from r2u import errors
+from r2u import files
 from r2u.data import imageio
 from r2u.data import isic
 from r2u.data import manifest as manifest_lib
@@ -99,19 +100,12 @@ def _reader_plan(dataset, data_dir, size, limit, validation_count) -> dict:
     paths = sorted({os.path.relpath(e[k], data_dir) for items in entries.values()
                     for e in items for k in ("image", "mask", "fov", "mask2")
                     if e.get(k)})
-    sources = [(p, _sha256(os.path.join(data_dir, p))) for p in paths]
+    sources = [(p, files.sha256(os.path.join(data_dir, p))) for p in paths]
     return {
         "size": size, "preprocessing": text, "sources": sources,
         "splits": {s: (len(items), lambda items=items, s=s: (
             read(e, size, s) for e in items)) for s, items in entries.items()},
         "code": [isic.__file__ if dataset == "isic" else retina.__file__]}
-
-
-def _sha256(path: str) -> str:
-    """Hex sha256 of the file's content: an in-place edit of the same size
-    changes it (a path-and-size fingerprint would miss it)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_disjoint(listing: dict[str, list[dict]], where: str) -> None:

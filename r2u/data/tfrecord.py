@@ -10,7 +10,6 @@ A split is written round-robin to `<split>-00000-of-0000N.tfrecord` shards.
 """
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterable
 
@@ -118,14 +117,6 @@ def parse(serialized: tf.Tensor, with_mask2: bool = False,
     return result
 
 
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_split(out_dir: str, split: str, examples: Iterable[dict],
                 num_shards: int) -> dict:
     """Writes `examples` round-robin into `num_shards` TFRecord files.
@@ -160,7 +151,7 @@ def write_split(out_dir: str, split: str, examples: Iterable[dict],
         finally:
             for writer in writers:
                 writer.close()
-        shards = [{"file": name, "sha256": sha256(temp), "bytes": os.path.getsize(temp),
+        shards = [{"file": name, "sha256": files.sha256(temp), "bytes": os.path.getsize(temp),
                    "num_examples": count}
                   for name, temp, count in zip(names, temps, counts)]
     return {"num_examples": len(ids), "shards": shards, "ids": ids}

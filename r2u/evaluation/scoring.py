@@ -6,7 +6,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from r2u import metrics
+from r2u.evaluation import metrics
 
 
 def score(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,
@@ -70,7 +70,7 @@ class Scorer:
 
 
 def _counts(probs, mask, fov, threshold: float) -> np.ndarray:
-    """Exact [tp, fp, fn, tn] of FOV pixels, as `r2u.metrics` counts them."""
+    """Exact [tp, fp, fn, tn] of FOV pixels, as `r2u.evaluation.metrics` counts them."""
     predicted = np.asarray(probs, np.float32) > np.float32(threshold)
     truth = np.asarray(mask, np.float32) > 0.5
     inside = np.asarray(fov) > 0

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from r2u import layers
+from r2u.nn import layers
 
 
 class ConvBN(tf.Module):

@@ -1,7 +1,7 @@
 """Loads a trained model for inference, from a checkpoint or from the SavedModel alone.
 
 `load(path)` accepts a training folder (`config.json` plus `best/` or `ckpt/`, as
-written by `r2u.train.train`), a training folder holding only `export/`, or a SavedModel
+written by `r2u.training.loop.train`), a training folder holding only `export/`, or a SavedModel
 folder itself. Either way it returns a `Predictor` whose `predict` maps raw float32
 images [B, H, W, C] to class probabilities [B, H, W, K], with the preprocessing of
 training:
@@ -24,9 +24,9 @@ import tensorflow as tf
 from absl import logging
 
 from r2u import config as config_lib
-from r2u import export
-from r2u import inference
-from r2u import models
+from r2u.inference import export
+from r2u.inference import network
+from r2u.nn import models
 from r2u.data import preprocess
 
 SOURCES = ("auto", "checkpoint", "saved_model")
@@ -108,7 +108,7 @@ class Predictor:
         if tile:
             stride = stride or max(1, tile // 2)
             pre = self.preprocess(x, fov)[0].numpy()
-            probs = inference.tiled_probabilities(self.network, pre, tile, stride)
+            probs = network.tiled_probabilities(self.network, pre, tile, stride)
             if self.spec.input_size:
                 probs = tf.image.resize(probs, (height, width)).numpy()
         else:
@@ -146,7 +146,7 @@ def load(path: str, source: str = "auto") -> Predictor:
 
     Raises:
       FileNotFoundError: naming the folder when it holds neither kind of model.
-      ValueError: unknown `source`, or a SavedModel not written by `r2u.export`.
+      ValueError: unknown `source`, or a SavedModel not written by `r2u.inference.export`.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
@@ -205,7 +205,7 @@ def _from_checkpoint(prefix: str, experiment: config_lib.Experiment) -> Predicto
     # The very function that export.save serialises: both sources behave alike.
     serve = export.Exported(model, spec).serve
     return Predictor(predict=_probabilities(serve, spec),
-                     network=inference.network_fn(model),
+                     network=network.network_fn(model),
                      model_cfg=experiment.model, spec=spec, source="checkpoint",
                      path=prefix, experiment=experiment, step=int(step))
 
@@ -214,7 +214,7 @@ def _from_saved_model(folder: str, experiment) -> Predictor:
     info_path = os.path.join(folder, "r2u_model.json")
     if not os.path.isfile(info_path):
         raise ValueError(f"{folder}: SavedModel without r2u_model.json: not written by "
-                         "r2u.export.save")
+                         "r2u.inference.export.save")
     with open(info_path, encoding="utf-8") as f:
         info = json.load(f)
     model_cfg = config_lib.ModelConfig(**info["model"])
@@ -227,7 +227,7 @@ def _from_saved_model(folder: str, experiment) -> Predictor:
     logging.info("loaded SavedModel %s", folder)
     spec = export.InputSpec.from_info(info)
     return Predictor(predict=_probabilities(loaded.serve, spec),
-                     network=inference.network_fn(model),
+                     network=network.network_fn(model),
                      model_cfg=model_cfg, spec=spec, source="saved_model", path=folder,
                      experiment=experiment, owner=loaded)
 

@@ -1,9 +1,9 @@
 """The compiled training step: one explicit `tf.GradientTape` step and a loop of them.
 
 `make_train_step` runs the step through the `tf.distribute` strategy (default, mirrored
-or multi-worker: see `r2u.distribute`) and compiles it with `tf.function` (XLA by
+or multi-worker: see `r2u.training.distribute`) and compiles it with `tf.function` (XLA by
 `jit_compile`); `make_train_loop` fuses several steps into one host call. `State` is
-everything a checkpoint holds. The host loop around them is `r2u.train`.
+everything a checkpoint holds. The host loop around them is `r2u.training.loop`.
 """
 
 import dataclasses
@@ -13,10 +13,10 @@ import tensorflow as tf
 from absl import logging
 
 from r2u import config as config_lib
-from r2u import layers
-from r2u import metrics
-from r2u import models
-from r2u import optim
+from r2u.nn import layers
+from r2u.evaluation import metrics
+from r2u.nn import models
+from r2u.training import optim
 
 
 @dataclasses.dataclass

@@ -1,8 +1,8 @@
 """The host loop of training: `train(exp, model_dir, data)`.
 
-A plain loop around the compiled step (`r2u.train_step`, re-exported here): epochs of
+A plain loop around the compiled step (`r2u.training.step`, re-exported here): epochs of
 fused step calls, each ended by the latest checkpoint and validation, the best
-checkpoint and the run's record (`r2u.epochs`, `r2u.run_record`), TensorBoard summaries
+checkpoint and the run's record (`r2u.training.epochs`, `r2u.training.run_record`), TensorBoard summaries
 and progress; at the end the best model is restored and exported as a SavedModel. A run
 killed at any point resumes to the same history, best checkpoint and export.
 """
@@ -17,25 +17,25 @@ from absl import logging
 
 from r2u import config as config_lib
 from r2u import devices
-from r2u import distribute
-from r2u import epochs as epochs_lib
+from r2u.training import distribute
+from r2u.training import epochs as epochs_lib
 from r2u import errors
-from r2u import export
-from r2u import faults
+from r2u.inference import export
+from r2u.training import faults
 from r2u import files
-from r2u import losses
-from r2u import models
-from r2u import optim
-from r2u import run_record
-from r2u import summaries
-from r2u import train_step
+from r2u.training import losses
+from r2u.nn import models
+from r2u.training import optim
+from r2u.training import run_record
+from r2u.training import summaries
+from r2u.training import step as step_lib
 from r2u.data import prepared
 
 # The compiled step is part of the training API.
-State = train_step.State
-make_state = train_step.make_state
-make_train_step = train_step.make_train_step
-make_train_loop = train_step.make_train_loop
+State = step_lib.State
+make_state = step_lib.make_state
+make_train_step = step_lib.make_train_step
+make_train_loop = step_lib.make_train_loop
 
 
 @dataclasses.dataclass
@@ -43,7 +43,7 @@ class Run:
     """One training run, as the host loop sees it."""
     exp: config_lib.Experiment
     data: prepared.PreparedData
-    state: train_step.State
+    state: step_lib.State
     plain: tf.Module  # validated and exported: a copy that reads no replicas
     model_dir: str
     out_dir: str
@@ -70,7 +70,7 @@ def train(exp: config_lib.Experiment, model_dir: str,
 
     Under a multi-worker strategy every worker calls this with the same arguments: only
     the chief writes `model_dir`, the others a private folder deleted at the end, and
-    with `resume` every worker restores the chief's latest checkpoint (`r2u.distribute`).
+    with `resume` every worker restores the chief's latest checkpoint (`r2u.training.distribute`).
 
     `resume` continues the run in `model_dir` where it stopped, whenever it was killed:
     with the same checkpoints, validation records, best checkpoint, export and summary

@@ -14,9 +14,9 @@ from typing import Union
 import numpy as np
 import tensorflow as tf
 
-from r2u import blocks
+from r2u.nn import blocks
 from r2u import config as config_lib
-from r2u import layers
+from r2u.nn import layers
 
 BLOCKS = {
     "unet": blocks.ConvBlock,

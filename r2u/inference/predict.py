@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from r2u import checkpoints
+from r2u.inference import loading
 from r2u import figures
 from r2u import files
 from r2u.data import imageio
@@ -105,7 +105,7 @@ def choose_tile(height: int, width: int, options: Options) -> int:
     return 0
 
 
-def predict_file(predictor: checkpoints.Predictor, path: str, out_dir: str, stem: str,
+def predict_file(predictor: loading.Predictor, path: str, out_dir: str, stem: str,
                  options: Options) -> List[str]:
     """Predicts one image file and writes its three PNGs; returns their paths.
 
@@ -138,7 +138,7 @@ def predict_file(predictor: checkpoints.Predictor, path: str, out_dir: str, stem
     return targets
 
 
-def predict_all(predictor: checkpoints.Predictor, inputs: Sequence[str], out_dir: str,
+def predict_all(predictor: loading.Predictor, inputs: Sequence[str], out_dir: str,
                 options: Options, root: Optional[str] = None,
                 report: Optional[Report] = None) -> List[tuple]:
     """Predicts every input; a failing file is reported and skipped.

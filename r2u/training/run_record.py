@@ -3,7 +3,7 @@
 `ckpt/validation.json` holds the validated epochs (history, best record, last
 validated step, whether training stopped early), `best.json` the best epoch's record
 and `config.json` the experiment. Resuming reads them so a run killed at any point
-continues to the same history, best checkpoint and export (`r2u.train`).
+continues to the same history, best checkpoint and export (`r2u.training.loop`).
 """
 
 import json

@@ -10,7 +10,7 @@ It is made on the validation split, for the dataset's headline metric:
                         score; 1 for an image whose mask and prediction are empty)
 
 `Sweep` collects exact confusion counts of each image at every candidate threshold
-(a pixel is foreground iff probability > threshold, as in `r2u.metrics`).
+(a pixel is foreground iff probability > threshold, as in `r2u.evaluation.metrics`).
 """
 
 from typing import Dict, Sequence
@@ -25,7 +25,7 @@ def counts(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray,
            thresholds: Sequence[float] = THRESHOLDS) -> np.ndarray:
     """int64 [T, 3] (TP, FP, FN) of one image at each threshold, FOV pixels only."""
     inside = np.asarray(fov) > 0
-    # float32 on both sides, as r2u.metrics compares: float32(0.3) > 0.3 in float64.
+    # float32 on both sides, as r2u.evaluation.metrics compares: float32(0.3) > 0.3 in float64.
     probs = np.asarray(probs, np.float32)[inside]
     if np.isnan(probs).any():
         raise ValueError("probabilities contain NaN")
@@ -77,5 +77,5 @@ class Sweep:
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, and 1 where den == 0 (nothing to get wrong), as r2u.metrics."""
+    """num / den, and 1 where den == 0 (nothing to get wrong), as r2u.evaluation.metrics."""
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)

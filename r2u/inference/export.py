@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 from r2u import config as config_lib
-from r2u import inference
+from r2u.inference import network
 from r2u.data import preprocess
 
 
@@ -111,7 +111,7 @@ def probabilities(model: tf.Module, images: tf.Tensor, spec: InputSpec,
         if fov is not None:
             fov = tf.image.resize(fov[..., None], spec.input_size, "nearest")[..., 0]
     x = preprocess.apply(spec.for_model(model.cfg).preprocessing, x, fov)
-    probs = inference.probabilities(model, x)
+    probs = network.probabilities(model, x)
     if spec.input_size:
         probs = tf.image.resize(probs, size)
     return probs

@@ -6,13 +6,13 @@ from typing import Dict
 from absl import logging
 
 from r2u import config as config_lib
-from r2u import distribute
-from r2u import evaluation
-from r2u import faults
+from r2u.training import distribute
+from r2u.evaluation import evaluate
+from r2u.training import faults
 from r2u import files
-from r2u import inference
-from r2u import run_record
-from r2u import summaries
+from r2u.inference import network
+from r2u.training import run_record
+from r2u.training import summaries
 from r2u.data import prepared
 
 
@@ -23,14 +23,14 @@ class Epochs:
     whether training stopped early) is written last, in one rename, after the latest
     checkpoint, the validation and the best checkpoint of the epoch. A run killed
     anywhere in between resumes from the record of the previous epoch, and the host
-    loop validates the restored checkpoint again (`r2u.train`).
+    loop validates the restored checkpoint again (`r2u.training.loop`).
     """
 
     def __init__(self, exp, state, plain, data, model_dir, out_dir, best, strategy):
         self.exp, self.state, self.plain, self.data = exp, state, plain, data
         self.out_dir, self.best, self.strategy = out_dir, best, strategy
-        network = inference.network_fn(plain)
-        self.predict = lambda x: network(x)[..., 1]  # foreground [1, H, W]
+        run_network = network.network_fn(plain)
+        self.predict = lambda x: run_network(x)[..., 1]  # foreground [1, H, W]
         self.writers = summaries.Writers(out_dir)
         self.done = run_record.read_validation(model_dir, int(state.step.numpy()))
         if not self.done["step"]:  # a fresh run: its record exists from the start
@@ -73,7 +73,7 @@ def validate(exp: config_lib.Experiment, state, data: prepared.PreparedData,
     step = int(state.step.numpy())
     train_scores = {k: float(v) for k, v in state.train_metrics.result().items()}
     writers.scalars("train", step, **train_scores)
-    val = evaluation.validate(predict, data.dataset(
+    val = evaluate.validate(predict, data.dataset(
         "validation", batch_size=1, training=False, preprocessing=exp.preprocessing,
         cache=False),
         exp.data.headline)

@@ -1,10 +1,10 @@
 """Test-set evaluation of a trained model: per-image and aggregate scores, as JSON.
 
 Images are read raw (uint8, as prepared) and predicted whole through the model's own
-preprocessing (`checkpoints.Predictor.predict`: padded to a multiple of 2**depth and
+preprocessing (`loading.Predictor.predict`: padded to a multiple of 2**depth and
 cropped back) or in overlapping tiles. Only field-of-view pixels are scored. Two
 aggregates are reported, labelled: "pooled" counts all FOV pixels of all images
-together, "per_image_mean" averages each image's scores (see `r2u.metrics`). With a
+together, "per_image_mean" averages each image's scores (see `r2u.evaluation.metrics`). With a
 second human observer ("mask2", DRIVE's test split), the same scores of observer 2
 against observer 1 give the human baseline.
 """
@@ -20,14 +20,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from r2u import checkpoints
+from r2u.inference import loading
 from r2u import config as config_lib
 from r2u import errors
 from r2u import figures
 from r2u import files
-from r2u import metrics
-from r2u import operating_point
-from r2u import scoring
+from r2u.evaluation import metrics
+from r2u.evaluation import operating_point
+from r2u.evaluation import scoring
 from r2u.data import manifest as manifest_lib
 from r2u.data import prepare
 from r2u.data import prepared
@@ -111,7 +111,7 @@ def has_mask2(data: Data, split: str) -> bool:
     return prepared.of(data).has_mask2(split)
 
 
-def resolve_data(predictor: checkpoints.Predictor, work_dir: str,
+def resolve_data(predictor: loading.Predictor, work_dir: str,
                  dataset: Optional[str] = None, data_dir: Optional[str] = None
                  ) -> tuple:
     """The prepared data folder to evaluate on, preparing raw data if needed.
@@ -150,7 +150,7 @@ def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
              examples: int = 3) -> Dict:
     """Training's validation: `predict` (preprocessed [1, H, W, C] -> foreground
     [1, H, W]) scored on a dataset of whole images as `evaluate` scores, at 0.5, and
-    the `headline` metric at every threshold (`r2u.operating_point`).
+    the `headline` metric at every threshold (`r2u.evaluation.operating_point`).
 
     Returns "pooled", "per_image_mean", "operating_point", "num_images" and
     "examples": the first `examples` (image, mask, probabilities) for TensorBoard.
@@ -170,7 +170,7 @@ def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
             "examples": shown}
 
 
-def evaluate(predictor: checkpoints.Predictor, data: Data, split: str,
+def evaluate(predictor: loading.Predictor, data: Data, split: str,
              options: Options = Options()) -> Dict:
     """Scores `predictor` on `split` of a prepared dataset (or its folder).
 

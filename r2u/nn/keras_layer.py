@@ -32,7 +32,7 @@ statistics, predict with a copy reloaded outside the strategy.
 
 TensorFlow backend only. Importing this module imports Keras; `import r2u` does not.
 The class is registered as "r2u>R2UNetLayer", so `keras.models.load_model` finds it once
-`r2u.keras_layer` has been imported.
+`r2u.nn.keras_layer` has been imported.
 """
 
 import dataclasses
@@ -42,7 +42,7 @@ import keras
 import tensorflow as tf
 
 from r2u import config as config_lib
-from r2u import models
+from r2u.nn import models
 
 # tf.Variable aggregation/synchronization as the names keras.Variable takes: the
 # wrappers describe the variables they hold (they do not create them).

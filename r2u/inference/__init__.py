@@ -1,0 +1,3 @@
+"""Using a trained model: loading it from a checkpoint or SavedModel (`loading`), the
+network on whole images and tiles (`network`), the SavedModel export (`export`) and
+segmenting image files (`predict`)."""
