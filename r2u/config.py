@@ -27,7 +27,10 @@ class ModelConfig:
     t: int = 2                 # recurrent steps: t=2 applies the shared conv 3 times
     recurrence: str = "shared"  # "shared" (report) or "paper" (separate W_f, W_r)
     dropout: float = 0.1       # after every block
-    recurrent_bn: str = "shared"  # "per_step": moving statistics per recurrent step
+    # Moving batch-norm statistics of the recurrent units: one set per recurrent step
+    # ("per_step", the recipe: +0.03 DRIVE F1 / +0.06 ISIC Jaccard, docs/results.md) or
+    # one set shared by the steps ("shared", the paper's form).
+    recurrent_bn: str = "per_step"
     compute_dtype: str = "float32"
     seed: int = 0              # dropout stream and initialisation
 
@@ -126,9 +129,15 @@ class Experiment:
         if not inference.get("tile"):
             inference.pop("tile", None)
             inference.pop("stride", None)
-        return cls(model=ModelConfig(**d["model"]), data=DataConfig(**data),
+        return cls(model=model_config(d["model"]), data=DataConfig(**data),
                    train=TrainConfig(**d["train"]), inference=InferenceConfig(**inference),
                    preprocessing=Preprocessing(**spec))
+
+
+def model_config(fields: dict) -> ModelConfig:
+    """A `ModelConfig` from a written one: configs from before `recurrent_bn` existed
+    trained with statistics shared by the recurrent steps, the default then."""
+    return ModelConfig(**{"recurrent_bn": "shared", **fields})
 
 
 def synthetic() -> Experiment:

@@ -73,7 +73,7 @@ class BlocksTest(tf.test.TestCase, parameterized.TestCase):
         self.x = self.rng.normal(size=(2, 5, 5, 3)).astype(np.float32)
 
     def test_recurrent_unit_feeds_output_back_t_times_with_shared_weights(self):
-        unit = blocks.RecurrentUnit(3, t=2, rng=self.rng)
+        unit = blocks.RecurrentUnit(3, t=2, recurrent_bn="shared", rng=self.rng)
         randomise_bn(unit, self.rng)
         x = self.x.astype(np.float64)
         x1 = conv_bn_relu_ref(unit.f, x)          # x1 = f(x)
@@ -82,7 +82,8 @@ class BlocksTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllClose(unit(self.x, training=False), x1, atol=1e-4)
 
     def test_paper_recurrence_has_separate_forward_and_recurrent_kernels(self):
-        unit = blocks.RecurrentUnit(3, t=2, recurrence="paper", rng=self.rng)
+        unit = blocks.RecurrentUnit(3, t=2, recurrence="paper", recurrent_bn="shared",
+                                    rng=self.rng)
         randomise_bn(unit, self.rng)
         bn = unit.bn
         x = self.x.astype(np.float64)

@@ -69,6 +69,18 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertTrue(np.isfinite(y.numpy()).all())
         self.assertTrue(all(v.dtype == tf.float32 for v in model.variables))
 
+    def test_the_default_is_the_recipe_and_old_configs_keep_their_statistics(self):
+        # per-step statistics are what every preset and result uses; a config written
+        # before the field existed trained with shared ones and must rebuild as such.
+        self.assertEqual(models.build("r2unet").cfg.recurrent_bn, "per_step")
+        self.assertEqual(config.ModelConfig().recurrent_bn, "per_step")
+        self.assertEqual(config.model_config({"arch": "unet"}).recurrent_bn, "shared")
+        self.assertEqual(config.model_config({"recurrent_bn": "per_step"}).recurrent_bn,
+                         "per_step")
+        unit = models.build("r2unet", filters=4, depth=1).enc_0
+        names = {v.name for v in unit.variables}
+        self.assertIn("r2unet/enc_0/unit_0/f/bn/moving_mean_2:0", names)
+
     @parameterized.parameters(*ARCHS)
     def test_exact_parameter_count_at_defaults(self, arch):
         counts = tuple(models.parameter_count(models.build(arch, in_channels=c))
@@ -110,7 +122,7 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
             self.assertIn(name, names)
         self.assertNotIn(f"r2unet/enc_0/unit_0/{f}bn/moving_mean:0", names)
         self.assertFalse([n for n in names if "_3:0" in n])  # t=2: steps 0, 1, 2
-        shared = tiny("r2unet", depth=1, recurrence=recurrence)
+        shared = tiny("r2unet", depth=1, recurrence=recurrence, recurrent_bn="shared")
         self.assertEqual({v.name for v in model.trainable_variables},
                          {v.name for v in shared.trainable_variables})
         # 6 recurrent batch norms (3 blocks x 2 units), each with 2 extra sets.

@@ -217,7 +217,7 @@ def _from_saved_model(folder: str, experiment) -> Predictor:
                          "r2u.inference.export.save")
     with open(info_path, encoding="utf-8") as f:
         info = json.load(f)
-    model_cfg = config_lib.ModelConfig(**info["model"])
+    model_cfg = config_lib.model_config(info["model"])
     loaded = tf.saved_model.load(folder)
     # The serving graph takes raw whole images. Tiled inference needs the bare network
     # on preprocessed tiles, so rebuild it and read the SavedModel's own variables.

@@ -94,7 +94,7 @@ class RecurrentUnit(tf.Module):
     """
 
     def __init__(self, channels: int, t: int = 2, recurrence: str = "shared", *,
-                 recurrent_bn: str = "shared", rng: np.random.Generator,
+                 recurrent_bn: str = "per_step", rng: np.random.Generator,
                  name: Optional[str] = None):
         super().__init__(name=name)
         if not isinstance(t, (int, np.integer)) or t < 0:
@@ -141,7 +141,7 @@ class RecurrentBlock(tf.Module):
     """1x1 conv to the block width, then two recurrent units (RU-Net; R2U-Net adds x)."""
 
     def __init__(self, in_channels: int, out_channels: int, *, t: int = 2,
-                 recurrence: str = "shared", recurrent_bn: str = "shared",
+                 recurrence: str = "shared", recurrent_bn: str = "per_step",
                  residual: bool = False, rng: np.random.Generator,
                  name: Optional[str] = None, **unused):
         super().__init__(name=name)
