@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from r2u import errors
+from r2u.data import components
 from r2u.data import imageio
 
 VALIDATION_FRACTION = 0.2
@@ -203,47 +204,6 @@ SPLITS = {"drive": drive_splits, "stare": stare_splits, "chase": chase_splits,
           "retina": retina_splits}
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Horizontal runs of True: row, start, end (exclusive), row-major."""
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = mask
-    step = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(step == 1)
-    _, ends = np.nonzero(step == -1)
-    return rows, starts, ends
-
-
-def _components(rows, starts, ends, height: int, diagonal: bool) -> np.ndarray:
-    """Labels runs by connected component (union-find over touching runs)."""
-    parent = list(range(len(rows)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first = np.searchsorted(rows, np.arange(height + 1))
-    slack = int(diagonal)
-    for r in range(height - 1):
-        i, j = first[r], first[r + 1]
-        while i < first[r + 1] and j < first[r + 2]:
-            if starts[i] < ends[j] + slack and starts[j] < ends[i] + slack:
-                parent[find(i)] = find(j)
-            if ends[i] < ends[j]:
-                i += 1
-            else:
-                j += 1
-    return np.array([find(i) for i in range(len(rows))], dtype=np.int64)
-
-
-def _paint(shape, rows, starts, ends) -> np.ndarray:
-    edges = np.zeros((shape[0], shape[1] + 1), np.int32)
-    np.add.at(edges, (rows, starts), 1)
-    np.add.at(edges, (rows, ends), -1)
-    return np.cumsum(edges, axis=1)[:, :-1] > 0
-
-
 def derive_fov(image: np.ndarray, threshold: int = FOV_THRESHOLD,
                name: str = "image") -> np.ndarray:
     """Derives a field-of-view mask for a fundus photograph (numpy only).
@@ -262,22 +222,22 @@ def derive_fov(image: np.ndarray, threshold: int = FOV_THRESHOLD,
       np.uint8 [H, W] with values {0, 1}.
     """
     candidates = image[:, :, 0] > threshold
-    rows, starts, ends = _runs(candidates)
+    rows, starts, ends = components.runs(candidates)
     if rows.size == 0:
         raise errors.DataError(
             f"{name}: cannot derive a field of view, no pixel brighter than "
             f"{threshold}")
-    labels = _components(rows, starts, ends, image.shape[0], diagonal=True)
+    labels = components.run_labels(rows, starts, ends, diagonal=True)
     sizes = np.bincount(labels, weights=ends - starts)
     keep = labels == np.argmax(sizes)
-    fov = _paint(candidates.shape, rows[keep], starts[keep], ends[keep])
-    rows, starts, ends = _runs(~fov)
+    fov = components.paint(candidates.shape, rows[keep], starts[keep], ends[keep])
+    rows, starts, ends = components.runs(~fov)
     if rows.size:
-        labels = _components(rows, starts, ends, fov.shape[0], diagonal=False)
+        labels = components.run_labels(rows, starts, ends, diagonal=False)
         border = ((rows == 0) | (rows == fov.shape[0] - 1) | (starts == 0)
                   | (ends == fov.shape[1]))
         hole = ~np.isin(labels, labels[border])
-        fov |= _paint(fov.shape, rows[hole], starts[hole], ends[hole])
+        fov |= components.paint(fov.shape, rows[hole], starts[hole], ends[hole])
     return fov.astype(np.uint8)
 
 
