@@ -13,7 +13,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 RECURRENCES = ("shared", "paper")
 RECURRENT_BN = ("shared", "per_step")
 LR_SCHEDULES = ("constant", "cosine", "step")
-HEADLINES = ("pooled_f1", "per_image_jaccard")
+# Binary datasets pick the checkpoint and the threshold by pooled F1 or per-image
+# Jaccard; K-class ones by the mean over foreground classes of the pooled Dice (argmax).
+HEADLINES = ("pooled_f1", "per_image_jaccard", "mean_dice")
+INFERENCE_MODES = ("whole", "sliding_window")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,13 +43,17 @@ class DataConfig:
     """Where examples come from and how they are cut."""
     dataset: str = "synthetic"
     data_dir: Optional[str] = None   # raw folder or prepared TFRecords; None: built in
-    image_size: Optional[int] = None  # resize at preparation (ISIC: 256)
+    image_size: Optional[int] = None  # resize at preparation (ISIC: 256), or in the
+    #                                   pipeline for folder datasets (plan: whole images)
+    scale: Optional[float] = None     # resample every image by this factor (plan)
     patch_size: Optional[int] = None  # random training patches (retina: 48)
     patches_per_image: int = 8
     validation_count: Optional[int] = None  # images held out of train; None: dataset's
     headline: str = "per_image_jaccard"  # picks the checkpoint and the threshold
     augment: bool = True
+    flip_left_right: bool = True      # off when classes are sided (plan)
     cache: bool = True
+    classes: Tuple[str, ...] = ()     # class names in index order; () = the data's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +82,7 @@ class TrainConfig:
     lr_schedule: str = "constant"     # constant | cosine | step (x0.1 at 50% and 75%)
     warmup_steps: int = 0             # linear warm-up from 0 before the schedule
     loss: str = "wce"                 # wce | dice | wce+dice
-    class_weights: str = "auto"       # auto | none | "w0,w1"
+    class_weights: str = "auto"       # auto | none | "w0,w1,..." (one per class)
     dtype: str = "auto"               # auto | float32 | bfloat16 | float16
     xla: str = "auto"                 # auto | on | off
     steps_per_call: int = 1           # train steps fused into one host call
@@ -90,10 +97,15 @@ class TrainConfig:
 class InferenceConfig:
     """How the trained model predicts: chosen on validation images after training.
 
-    Whole-image inference beat tiles of the training patch size on DRIVE (README), so
-    no inference mode is stored; `bin/evaluate --tile` and `bin/predict --tile` tile.
+    `mode` "whole" runs the network on the whole (resampled, padded) image;
+    "sliding_window" on `window`-sized windows overlapping by `overlap`, their
+    probabilities weighted by a Gaussian (`r2u.inference.sliding_window`). The
+    threshold (binary datasets) is the operating point of that mode.
     """
     threshold: Optional[float] = None  # None until chosen; 0.5 is used meanwhile
+    mode: str = "whole"
+    window: Optional[int] = None
+    overlap: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +141,9 @@ class Experiment:
         if not inference.get("tile"):
             inference.pop("tile", None)
             inference.pop("stride", None)
+        for key in ("classes", "image_size"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
         return cls(model=model_config(d["model"]), data=DataConfig(**data),
                    train=TrainConfig(**d["train"]), inference=InferenceConfig(**inference),
                    preprocessing=Preprocessing(**spec))
@@ -181,8 +196,16 @@ def retina(dataset: str = "retina") -> Experiment:
             preprocessing=Preprocessing(contrast=True))
 
 
+def folder() -> Experiment:
+    """A user's folder dataset: `r2u.data.plan` derives every field from its
+    fingerprint and the time budget; these are only what no plan changes."""
+    return Experiment(data=DataConfig(dataset="folder", headline="mean_dice"),
+                      train=TrainConfig(loss="ce+dice", **_RECIPE))
+
+
 # The one list of datasets: r2u.data.prepare prepares exactly these.
 PRESETS = {
+        "folder": folder,
         "isic": isic,
         "drive": lambda: retina("drive"),
         "stare": lambda: retina("stare"),
@@ -199,10 +222,13 @@ def preset(dataset: str) -> Experiment:
     return PRESETS[dataset]()
 
 
-def parse_pair(text: str) -> Tuple[float, float]:
-    """'w0,w1' -> (w0, w1) with a clear error."""
+def parse_weights(text: str) -> Tuple[float, ...]:
+    """'w0,w1[,w2...]' -> (w0, w1, ...): one weight per class, with a clear error."""
     try:
-        w0, w1 = (float(v) for v in text.split(","))
+        weights = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"expected two comma-separated numbers 'w0,w1', got {text!r}") from None
-    return w0, w1
+        weights = ()
+    if len(weights) < 2:
+        raise ValueError(f"expected comma-separated class weights 'w0,w1,...', got "
+                         f"{text!r}")
+    return weights

@@ -114,6 +114,50 @@ class ReadImageTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(imageio.read_image(path, channels=1)[..., 0],
                             [[0, 3], [156, 255]])
 
+    def test_16_bit_gray_is_windowed_between_its_percentiles(self):
+        path = self._path("deep.png")
+        values = np.array([[0, 1000], [40000, 65535]], np.uint16)
+        Image.fromarray(values).save(path)
+        # By hand: linear interpolation puts the 0.1th percentile at 0.003 of the
+        # way from 0 to 1000, the 99.9th at 0.997 of the way from 40000 to 65535.
+        low, high = 3.0, 40000 + 0.997 * 25535
+        want = np.clip(np.round((values - low) * 255 / (high - low)), 0, 255)
+        self.assertAllEqual(want, [[0, 4], [156, 255]])
+        for channels in (1, None):
+            got = imageio.read_image(path, channels, sixteen_bit=imageio.WINDOW)
+            self.assertAllEqual(got[..., 0], want)
+        self.assertAllEqual(imageio.read_image(path, 3, sixteen_bit=imageio.WINDOW),
+                            np.repeat(want[..., None], 3, axis=2))
+
+    def test_12_bit_image_keeps_its_grey_levels_in_the_window(self):
+        # A 12-bit ramp in a 16-bit file: `>> 8` leaves 16 levels, the window 256.
+        path = self._path("ramp.tif")
+        Image.fromarray(np.arange(4096, dtype=np.uint16).reshape(64, 64)).save(path)
+        self.assertLen(np.unique(imageio.read_image(path, channels=1)), 16)
+        got = imageio.read_image(path, channels=1, sixteen_bit=imageio.WINDOW)
+        self.assertEqual(got.dtype, np.uint8)
+        self.assertLen(np.unique(got), 256)
+        self.assertEqual((got.min(), got.max()), (0, 255))
+
+    def test_16_bit_rgb_png_is_read_in_full_and_windowed_jointly(self):
+        # Pillow cuts each value to its high byte; TensorFlow decodes it in full.
+        values = np.random.default_rng(1).integers(0, 4096, (6, 5, 3), np.uint16)
+        path = self._path("deep_rgb.png")
+        with open(path, "wb") as f:
+            f.write(tf.io.encode_png(values).numpy())
+        self.assertAllEqual(imageio.read_image(path), values >> 8)
+        low, high = np.percentile(values.astype(np.float64), (0.1, 99.9))
+        want = np.clip(np.round((values - low) * 255 / (high - low)), 0, 255)
+        for channels in (3, None):
+            self.assertAllEqual(imageio.read_image(
+                path, channels, sixteen_bit=imageio.WINDOW), want)
+
+    def test_constant_16_bit_image_windows_to_zero(self):
+        path = self._path("flat.png")
+        Image.fromarray(np.full((3, 4), 1234, np.uint16)).save(path)
+        self.assertAllEqual(imageio.read_image(path, 1, sixteen_bit=imageio.WINDOW),
+                            np.zeros((3, 4, 1)))
+
     def test_float_and_32_bit_images_are_rejected(self):
         for name, values in (("float.tif", np.full((4, 4), 0.5, np.float32)),
                              ("wide.tif", np.full((4, 4), 70000, np.int32))):
@@ -169,6 +213,64 @@ class ReadMaskTest(tf.test.TestCase):
         path = self._save(Image.fromarray(_rgb()), "c.png")
         with self.assertRaisesRegex(imageio.DataError, "c.png: mask is a colour"):
             imageio.read_mask(path)
+
+
+class ReadLabelMapTest(tf.test.TestCase):
+
+    def _save(self, img, name):
+        path = os.path.join(_tmpdir(self), name)
+        img.save(path)
+        return path
+
+    def test_gray_values_as_stored(self):
+        values = np.array([[0, 1, 2], [7, 128, 255]], np.uint8)
+        got = imageio.read_label_map(self._save(Image.fromarray(values), "m.png"))
+        self.assertEqual(got.dtype, np.int32)
+        self.assertAllEqual(got, values)
+
+    def test_palette_indices_not_colours(self):
+        # Index 1 is painted grey 2 and index 2 grey 1: through the palette the two
+        # classes would swap; index 3 is pure red, which would become grey 76.
+        indices = np.array([[0, 1, 2, 3]], np.uint8)
+        img = Image.fromarray(indices, mode="P")
+        img.putpalette([0, 0, 0, 2, 2, 2, 1, 1, 1, 255, 0, 0] + [0] * 756)
+        self.assertAllEqual(np.asarray(img.convert("L")), [[0, 2, 1, 76]])
+        for name in ("m.png", "m.gif"):
+            self.assertAllEqual(imageio.read_label_map(self._save(img, name)), indices)
+
+    def test_16_bit_values_as_stored(self):
+        values = np.array([[0, 1, 300], [1000, 65535, 2]], np.uint16)
+        for name in ("m.png", "m.tif"):
+            got = imageio.read_label_map(self._save(Image.fromarray(values), name))
+            self.assertAllEqual(got, values)
+
+    def test_one_bit_is_zero_one(self):
+        mask = np.array([[0, 1, 1], [1, 0, 0]], bool)
+        got = imageio.read_label_map(self._save(Image.fromarray(mask), "m.png"))
+        self.assertAllEqual(got, mask.astype(int))
+
+    def test_rgb_with_equal_channels_is_gray(self):
+        values = np.array([[0, 1], [2, 0]], np.uint8)
+        rgb = np.repeat(values[..., None], 3, axis=2)
+        self.assertAllEqual(imageio.read_label_map(
+            self._save(Image.fromarray(rgb), "m.png")), values)
+
+    def test_colour_coded_map_is_refused(self):
+        path = self._save(Image.fromarray(_rgb()), "c.png")
+        with self.assertRaisesRegex(
+                imageio.DataError, r"c.png: label map is colour-coded .*class index"):
+            imageio.read_label_map(path)
+
+    def test_jpeg_is_refused(self):
+        path = self._save(Image.fromarray(np.zeros((4, 4), np.uint8)), "m.jpg")
+        with self.assertRaisesRegex(imageio.DataError, "m.jpg: label map is a JPEG"):
+            imageio.read_label_map(path)
+
+    def test_empty_file_is_named(self):
+        path = os.path.join(_tmpdir(self), "empty.png")
+        open(path, "wb").close()
+        with self.assertRaisesRegex(imageio.DataError, "empty.png: cannot decode"):
+            imageio.read_label_map(path)
 
 
 class ResizeTest(tf.test.TestCase):

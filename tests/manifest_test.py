@@ -92,6 +92,32 @@ class PreparedDataTest(tf.test.TestCase):
         self.assertEqual(len(list(ds)), data.split("validation").num_examples)
         self.assertIs(prepared.of(data), data)
 
+    def test_classes(self):
+        data = prepared.load(self.dir)
+        self.assertEqual((data.classes, data.num_classes), (("background", "lesion"), 2))
+        body = manifest.load(self.dir)
+        self.assertEqual((body["label_values"], body["ignore_value"]), ([0, 1], None))
+
+    def test_a_manifest_from_before_classes_loads_as_binary(self):
+        root = tempfile.mkdtemp()
+        body = manifest.load(self.dir)
+        for key in ("classes", "num_classes", "label_values", "ignore_value",
+                    "class_counts"):
+            del body[key]
+        manifest.write(root, body)
+        data = prepared.load(root)
+        self.assertEqual(data.classes, ("background", "foreground"))
+        self.assertEqual(data.num_classes, 2)
+
+    def test_classes_and_weights_must_agree(self):
+        root = tempfile.mkdtemp()
+        body = manifest.load(self.dir)
+        body["classes"] = ["background", "a", "b"]
+        manifest.write(root, body)
+        with self.assertRaisesRegex(imageio.DataError,
+                                    "corrupt manifest, 3 classes but class weights"):
+            prepared.load(root)
+
     def test_unknown_split_is_named(self):
         with self.assertRaisesRegex(imageio.DataError, r"manifest.json: no split 'dev'"):
             prepared.load(self.dir).split("dev")

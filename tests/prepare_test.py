@@ -90,10 +90,15 @@ class SyntheticPrepareTest(tf.test.TestCase):
                                  for p in train.values()])
         counts = np.array([np.sum(inside == 0), np.sum(inside == 1)])
         self.assertAllClose(result["class_weights"], inside.size / (2.0 * counts))
+        self.assertEqual(result["class_counts"], counts.tolist())
+        self.assertEqual((result["classes"], result["num_classes"]),
+                         (["background", "lesion"], 2))
+        self.assertEqual((result["label_values"], result["ignore_value"]), ([0, 1], None))
 
     def test_idempotent_then_rewrites_on_new_options(self):
         out = _tmpdir(self)
         first = prepare.prepare("synthetic_vessels", None, out, limit=3)
+        self.assertEqual(first["classes"], ["background", "vessel"])
         before = _snapshot(out)
         self.assertEqual(prepare.prepare("synthetic_vessels", None, out, limit=3),
                          first)

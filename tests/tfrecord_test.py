@@ -91,6 +91,35 @@ class EncodeParseTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(imageio.DataError, "fov values must be 0/1"):
             tfrecord.encode(example)
 
+    def test_masks_hold_class_indices_up_to_254(self):
+        example = _example(mask2=True)
+        example["mask"] = (np.arange(35, dtype=np.uint8) * 7).reshape(7, 5)  # 0..238
+        example["mask"][0, 0] = 254
+        example["mask2"] = example["mask"][::-1].copy()
+        parsed = tfrecord.parse(tf.constant(tfrecord.encode(example)), with_mask2=True)
+        self._check(parsed, example)
+        example["mask"][0, 0] = 255
+        with self.assertRaisesRegex(imageio.DataError,
+                                    r"mask values must be class indices 0..254"):
+            tfrecord.encode(example)
+
+    @parameterized.parameters(2, 4)
+    def test_two_and_four_channel_images(self, channels):
+        example = _example(channels=channels)
+        for decode in (None, channels):
+            parsed = tfrecord.parse(tf.constant(tfrecord.encode(example)),
+                                    channels=decode)
+            self._check(parsed, example)
+        ds = tf.data.Dataset.from_tensors(tfrecord.encode(example)).map(
+            lambda s: tfrecord.parse(s, channels=channels))
+        self.assertEqual(ds.element_spec["image"].shape.as_list(),
+                         [None, None, channels])
+
+    def test_five_channels_are_refused(self):
+        with self.assertRaisesRegex(imageio.DataError,
+                                    r"image must be uint8 \[H, W, 1..4\]"):
+            tfrecord.encode(_example(channels=5))
+
 
 class WriteSplitTest(tf.test.TestCase):
 

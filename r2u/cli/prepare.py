@@ -3,8 +3,13 @@
   r2u-prepare --dataset=drive --out_dir=runs/data/drive
   r2u-prepare --dataset=isic --data_dir=/path/to/ISIC2017 --image_size=256
   r2u-prepare --dataset=synthetic
+  r2u-prepare --dataset=folder --data_dir=/path/to/Dataset120_Roads
 
 Raw data defaults to $R2U_DATA_DIR/<folder> (else <repo>/../shared/data).
+`--dataset=folder` reads your own folder (required --data_dir), K classes: an
+nnU-Net v2 raw dataset (dataset.json, imagesTr/, labelsTr/, optionally
+imagesTs/ + labelsTs/) or image/label pairs (train/images/ + train/masks/,
+optionally test/..., class names from an optional labels.json).
 Re-running with the same inputs and options does nothing.
 """
 
@@ -24,13 +29,15 @@ from r2u.data import prepare  # noqa: E402
 _DATASET = flags.DEFINE_enum("dataset", None, list(prepare.DATASETS),
                              "Dataset to prepare.", required=True)
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "Raw data folder (default: $R2U_DATA_DIR/<dataset folder>).")
+    "data_dir", None, "Raw data folder (default: $R2U_DATA_DIR/<dataset folder>; "
+    "required for --dataset=folder).")
 _OUT_DIR = flags.DEFINE_string(
     "out_dir", None, "Output folder (default: runs/data/<dataset> in the repo; in the "
     "current folder when r2u is installed, not run from a checkout).")
 _IMAGE_SIZE = flags.DEFINE_integer(
     "image_size", None, "Square output size (default: 256 for isic, native for "
-    "retina datasets, 64/96 for synthetic/synthetic_vessels).", lower_bound=1)
+    "retina and folder datasets, 64/96 for synthetic/synthetic_vessels).",
+    lower_bound=1)
 _NUM_SHARDS = flags.DEFINE_integer(
     "num_shards", None, "Shards per split (default: one per 256 examples, <=16).",
     lower_bound=1)
@@ -39,7 +46,10 @@ _LIMIT = flags.DEFINE_integer("limit", None, "At most this many examples per "
 _FORCE = flags.DEFINE_bool("force", False, "Rewrite even if up to date.")
 _VALIDATION_COUNT = flags.DEFINE_integer(
     "validation_count", None, "Training images held out as the validation split "
-    "(default: 20% for retina datasets, 10% for isic).", lower_bound=1)
+    "(default: 20% for retina and folder datasets, 10% for isic).", lower_bound=1)
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Seed of the synthetic datasets and of the draw of a folder "
+    "dataset's validation cases.")
 
 
 def _progress(split: str, done: int, total: int) -> None:
@@ -57,8 +67,8 @@ def main(argv):
         manifest = prepare.prepare(
             _DATASET.value, _DATA_DIR.value, out_dir,
             image_size=_IMAGE_SIZE.value, num_shards=_NUM_SHARDS.value,
-            limit=_LIMIT.value, force=_FORCE.value, progress=_progress,
-            validation_count=_VALIDATION_COUNT.value)
+            limit=_LIMIT.value, seed=_SEED.value, force=_FORCE.value,
+            progress=_progress, validation_count=_VALIDATION_COUNT.value)
     except (errors.DataError, ValueError, OSError) as e:
         sys.stderr.write(f"prepare: error: {e}\n")
         return 1
@@ -67,7 +77,8 @@ def main(argv):
                            manifest["splits"].items(),
                            key=lambda kv: ("train", "validation", "test").index(kv[0])))
     weights = ", ".join(f"{w:.3f}" for w in manifest["class_weights"])
-    print(f"{out_dir}: {counts}; class weights [{weights}]")
+    classes = ", ".join(manifest.get("classes") or ())
+    print(f"{out_dir}: {counts}; classes [{classes}]; class weights [{weights}]")
     return 0
 
 

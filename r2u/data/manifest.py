@@ -2,8 +2,14 @@
 
 `manifest.json` sits next to the TFRecord shards and records, at least:
 `dataset`, `splits` ({split: `tfrecord.write_split` result}), `image_shape`
-([H, W, C] or None when sizes vary), `channels`, `class_weights` ([w0, w1]),
-`source_files`, `preprocessing` and `format_version`.
+([H, W, C] or None when sizes vary), `channels`, `class_weights` (one per
+class), `source_files`, `preprocessing` and `format_version`.
+
+Since K-class datasets it also records `classes` (names in index order, index 0
+the background), `num_classes`, `label_values` (the integer of each class in the
+source label maps), `ignore_value` (or null) and `class_counts`. Manifests
+written before have none of these keys and binary masks: `classes` reads them as
+`LEGACY_CLASSES`.
 """
 
 import json
@@ -17,6 +23,12 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("dataset", "splits", "image_shape", "channels",
                  "class_weights", "source_files", "preprocessing",
                  "format_version")
+LEGACY_CLASSES = ("background", "foreground")  # manifests without "classes"
+
+
+def classes(manifest: dict) -> tuple[str, ...]:
+    """The class names of a loaded manifest, index order (older ones: binary)."""
+    return tuple(manifest.get("classes") or LEGACY_CLASSES)
 
 
 def path(data_dir: str) -> str:
@@ -64,6 +76,12 @@ def load(data_dir: str) -> dict:
         raise errors.DataError(
             f"{target}: unsupported format_version "
             f"{manifest['format_version']!r} (expected {FORMAT_VERSION})")
+    names, weights = classes(manifest), manifest["class_weights"]
+    if not isinstance(weights, list) or len(weights) != len(names) or manifest.get(
+            "num_classes", len(names)) != len(names):
+        raise errors.DataError(
+            f"{target}: corrupt manifest, {len(names)} classes but "
+            f"class weights {weights!r}")
     return manifest
 
 

@@ -23,13 +23,17 @@ from absl import logging
 from r2u import config
 from r2u import errors
 from r2u import files
+from r2u.data import folder
 from r2u.data import imageio
 from r2u.data import isic
+from r2u.data import labels as labels_lib
 from r2u.data import manifest as manifest_lib
+from r2u.data import nnunet
 from r2u.data import retina
 from r2u.data import tfrecord
 
-DATASETS = tuple(config.PRESETS)  # every dataset with a training preset
+# Every dataset with a training preset, and a user's folder (`r2u.data.folder`).
+DATASETS = tuple(config.PRESETS)  # the named datasets and "folder"
 FOLDERS = {"isic": "ISIC2017", "drive": "DRIVE", "stare": "STARE",
            "chase": "CHASE_DB1", "retina": ""}
 # kind, default size, examples per split.
@@ -38,6 +42,8 @@ SYNTHETIC = {
     "synthetic_vessels": ("vessels", 96,
                           {"train": 60, "validation": 10, "test": 10}),
 }
+# The classes of the named datasets (binary masks, values after binarisation).
+FOREGROUND = {"isic": "lesion", "synthetic": "lesion"}  # the others: "vessel"
 EXAMPLES_PER_SHARD = 256
 MAX_DEFAULT_SHARDS = 16
 _SHARD = re.compile(r"(train|validation|test)-\d{5}-of-\d{5}\.tfrecord")
@@ -54,7 +60,8 @@ def data_root() -> str:
 
 
 def default_data_dir(dataset: str) -> str | None:
-    """Raw data folder of `dataset` under `data_root()` (None if synthetic)."""
+    """Raw data folder of `dataset` under `data_root()` (None if synthetic or
+    "folder", whose folder the user names)."""
     if dataset not in FOLDERS:
         return None
     return os.path.join(data_root(), FOLDERS[dataset]) if FOLDERS[dataset] \
@@ -72,7 +79,27 @@ def _size(image_size) -> tuple[int, int] | None:
     return size
 
 
-def _reader_plan(dataset, data_dir, size, limit, validation_count) -> dict:
+def _preset_labels(dataset: str) -> labels_lib.Labels:
+    return labels_lib.Labels(("background", FOREGROUND.get(dataset, "vessel")), (0, 1),
+                             source=dataset)
+
+
+def _sizes(size) -> str:
+    return (f"Resized to {size[0]}x{size[1]} (image bilinear, masks nearest)." if size
+            else "Native image sizes.")
+
+
+def _listing(dataset, data_dir, size, validation_count, seed) -> dict:
+    """The splits of `dataset` in `data_dir`, how to read them, and what they are."""
+    if dataset == "folder":
+        found = folder.listing(data_dir, validation_count, seed)
+        read = lambda e, size, split: folder.read_example(  # noqa: E731
+            e, found.labels, size)
+        return {"listing": found.splits, "read": read, "labels": lambda: found.labels,
+                "code": [folder.__file__, nnunet.__file__, labels_lib.__file__],
+                "extra_sources": found.label_files,
+                "preprocessing": f"{found.description} {_sizes(size)}"}
+    labels = lambda: _preset_labels(dataset)  # noqa: E731
     if dataset == "isic":
         size = size or isic.DEFAULT_SIZE
         listing = isic.protocol_splits(data_dir, validation_count)
@@ -85,27 +112,45 @@ def _reader_plan(dataset, data_dir, size, limit, validation_count) -> dict:
                 f"{size[1]} (bilinear, antialiased), masks nearest; masks thresholded at "
                 "128 (values within 32 of 0 or 255, e.g. JPEG-compressed; under "
                 "1% anti-aliased values tolerated); fov all ones.")
-    else:
-        listing = retina.SPLITS[dataset](data_dir, validation_count)
-        read = lambda e, size, split: retina.read_example(e, size)  # noqa: E731
-        text = (f"{retina.DESCRIPTIONS[dataset]} Validation = the last "
-                f"{len(listing['validation'])} training images, held out of train. "
-                + ("" if dataset == "drive" else "STARE/CHASE_DB1 FOV derived: "
-                   f"red > {retina.FOV_THRESHOLD}, largest 8-connected "
-                   "component, holes filled. ")
-                + (f"Resized to {size[0]}x{size[1]} (image bilinear, masks "
-                   "nearest)." if size else "Native image sizes."))
+        return {"listing": listing, "read": read, "labels": labels, "size": size,
+                "code": [isic.__file__], "preprocessing": text}
+    listing = retina.SPLITS[dataset](data_dir, validation_count)
+    read = lambda e, size, split: retina.read_example(e, size)  # noqa: E731
+    text = (f"{retina.DESCRIPTIONS[dataset]} Validation = the last "
+            f"{len(listing['validation'])} training images, held out of train. "
+            + ("" if dataset == "drive" else "STARE/CHASE_DB1 FOV derived: "
+               f"red > {retina.FOV_THRESHOLD}, largest 8-connected "
+               "component, holes filled. ") + _sizes(size))
+    return {"listing": listing, "read": read, "labels": labels,
+            "code": [retina.__file__], "preprocessing": text}
+
+
+def _sha256(data_dir: str, path: str) -> str:
+    try:
+        return files.sha256(os.path.join(data_dir, path))
+    except OSError as e:  # e.g. no permission: name the file, in one line
+        raise errors.DataError(f"{os.path.join(data_dir, path)}: cannot read "
+                               f"({e.strerror or e})") from e
+
+
+def _reader_plan(dataset, data_dir, size, limit, validation_count, seed) -> dict:
+    found = _listing(dataset, data_dir, size, validation_count, seed)
+    size = found.get("size", size)
+    read, listing = found["read"], found["listing"]
     check_disjoint(listing, data_dir)
     entries = {split: items[:limit] for split, items in listing.items()}
-    paths = sorted({os.path.relpath(e[k], data_dir) for items in entries.values()
-                    for e in items for k in ("image", "mask", "fov", "mask2")
-                    if e.get(k)})
-    sources = [(p, files.sha256(os.path.join(data_dir, p))) for p in paths]
+    paths = {e[k] for items in entries.values() for e in items
+             for k in ("image", "mask", "fov", "mask2") if e.get(k)}
+    paths.update(p for items in entries.values() for e in items
+                 for p in e.get("images", ()))
+    paths = sorted({os.path.relpath(p, data_dir)
+                    for p in paths | set(found.get("extra_sources", ()))})
+    sources = [(p, _sha256(data_dir, p)) for p in paths]
     return {
-        "size": size, "preprocessing": text, "sources": sources,
+        "size": size, "preprocessing": found["preprocessing"], "sources": sources,
         "splits": {s: (len(items), lambda items=items, s=s: (
             read(e, size, s) for e in items)) for s, items in entries.items()},
-        "code": [isic.__file__ if dataset == "isic" else retina.__file__]}
+        "code": found["code"], "labels": found["labels"], "where": data_dir}
 
 
 def check_disjoint(listing: dict[str, list[dict]], where: str) -> None:
@@ -134,6 +179,7 @@ def _synthetic_plan(dataset, size, limit, seed) -> dict:
     counts = {split: count for split, (count, _) in splits.items()}
     return {"size": size, "sources": [], "splits": splits,
             "code": [synthetic.__file__],
+            "labels": lambda: _preset_labels(dataset), "where": dataset,
             "preprocessing": f"synthetic.examples(kind={kind!r}, size={size[0]},"
                              f" seed={seed}); examples per split {counts}."}
 
@@ -168,11 +214,11 @@ def _up_to_date(out_dir: str, fingerprint: str) -> dict | None:
 
 
 class _Stats:
-    """Accumulates shapes, mask2 presence and FOV class counts."""
+    """Accumulates shapes, mask2 presence and per-class pixel counts in the FOV."""
 
-    def __init__(self):
+    def __init__(self, num_classes: int):
         self.shapes = set()
-        self.counts = np.zeros(2, np.int64)
+        self.counts = np.zeros(num_classes, np.int64)
         self.mask2 = True
 
     def watch(self, examples: Iterable[dict], count_classes: bool,
@@ -181,18 +227,24 @@ class _Stats:
             self.shapes.add(tuple(np.shape(example["image"])))
             self.mask2 &= "mask2" in example
             if count_classes:
-                inside = example["mask"][example["fov"] > 0]
-                positives = int(np.count_nonzero(inside))
-                self.counts += (inside.size - positives, positives)
+                inside = np.asarray(example["mask"])[np.asarray(example["fov"]) > 0]
+                counts = np.bincount(inside.ravel(), minlength=self.counts.size)
+                if counts.size > self.counts.size:
+                    raise errors.DataError(
+                        f"example {example['id']!r}: mask value {counts.size - 1} "
+                        f"but the dataset has {self.counts.size} classes")
+                self.counts += counts
             yield example
             report(done)
 
-    def class_weights(self, where: str) -> list[float]:
-        if self.counts.min() == 0:
-            raise errors.DataError(
-                f"{where}: training masks inside the FOV have a class with no "
-                f"pixel (background, foreground = {self.counts.tolist()})")
-        return (self.counts.sum() / (2.0 * self.counts)).tolist()
+    def class_weights(self, where: str, names) -> list[float]:
+        """`total / (K * count_k)` per class k: 1 for every class when balanced."""
+        for name, count in zip(names, self.counts):
+            if count == 0:
+                raise errors.DataError(
+                    f"{where}: class {name!r} has no pixel in the training masks "
+                    f"(inside the FOV; pixels per class {self.counts.tolist()})")
+        return (self.counts.sum() / (self.counts.size * self.counts)).tolist()
 
 
 def _log_progress(split: str, done: int, total: int) -> None:
@@ -208,11 +260,13 @@ def _shards(num_shards: int | None, count: int) -> int:
 
 def _write_all(staging, dataset, plan, num_shards, progress) -> dict:
     """Writes every split into `staging`; returns the manifest body."""
-    splits, stats, mask2_splits = {}, _Stats(), []
+    labels = plan["labels"]()
+    where = plan["where"]
+    splits, stats, mask2_splits = {}, _Stats(labels.num_classes), []
     for split, (count, make) in plan["splits"].items():
         if count == 0:
             continue
-        split_stats = _Stats()
+        split_stats = _Stats(labels.num_classes)
         stream = split_stats.watch(make(), split == "train",
                                    lambda done, s=split: progress(s, done, count))
         splits[split] = tfrecord.write_split(staging, split, stream,
@@ -224,16 +278,18 @@ def _write_all(staging, dataset, plan, num_shards, progress) -> dict:
         if split_stats.mask2:
             mask2_splits.append(split)
     if "train" not in splits:
-        raise errors.DataError(f"{dataset}: no training examples found")
+        raise errors.DataError(f"{where}: no training examples found")
     channels = {shape[-1] for shape in stats.shapes}  # train and validation
     if len(channels) != 1:
-        raise errors.DataError(f"{dataset}: images mix channel counts {channels}")
+        raise errors.DataError(f"{where}: images mix channel counts {channels}")
     shape = list(stats.shapes)[0] if len(stats.shapes) == 1 else None
     return {"dataset": dataset, "splits": splits,
             "image_shape": shape and [int(d) for d in shape],
             "channels": int(channels.pop()),
-            "class_weights": stats.class_weights(dataset),
+            "class_weights": stats.class_weights(where, labels.names),
             "class_counts": stats.counts.tolist(),
+            "classes": list(labels.names), "num_classes": labels.num_classes,
+            "label_values": list(labels.values), "ignore_value": labels.ignore,
             "mask2_splits": mask2_splits,
             "source_files": [p for p, _ in plan["sources"]],
             "preprocessing": plan["preprocessing"],
@@ -269,10 +325,15 @@ def _plan(dataset, data_dir, image_size, num_shards, limit, seed,
     size = _size(image_size)
     if dataset in SYNTHETIC:
         return _synthetic_plan(dataset, size, limit, seed)
+    if dataset == "folder" and not data_dir:
+        raise ValueError(
+            "dataset 'folder' needs data_dir (--data_dir=DIR): a folder with "
+            "dataset.json, imagesTr/, labelsTr/ (nnU-Net v2) or train/images/, "
+            "train/masks/")
     data_dir = data_dir or default_data_dir(dataset)
     if not os.path.isdir(data_dir):
         raise errors.DataError(f"{data_dir}: {dataset} data folder not found")
-    return _reader_plan(dataset, data_dir, size, limit, validation_count)
+    return _reader_plan(dataset, data_dir, size, limit, validation_count, seed)
 
 
 def ensure_prepared(dataset: str, data_dir: str | None, out_dir: str,
@@ -296,24 +357,27 @@ def prepare(dataset: str, data_dir: str | None, out_dir: str,
     """Prepares `dataset` into `out_dir` (shards + manifest.json).
 
     Args:
-      dataset: one of `DATASETS`.
-      data_dir: raw data folder (None: `default_data_dir(dataset)`); ignored
-        for the synthetic datasets.
+      dataset: one of `DATASETS`; "folder" reads `data_dir` as an nnU-Net v2 raw
+        dataset or as image/label pairs (`r2u.data.folder`), K classes.
+      data_dir: raw data folder (None: `default_data_dir(dataset)`; required
+        for "folder"); ignored for the synthetic datasets.
       out_dir: output folder (created if needed).
       image_size: int or (height, width); default 256 for ISIC, native for
-        retina datasets, 64/96 for synthetic/synthetic_vessels.
+        retina and folder datasets, 64/96 for synthetic/synthetic_vessels.
       num_shards: shards per split (capped by the split size); default one per
         256 examples, at most 16.
       limit: keep at most this many examples per split (quick runs, tests).
-      seed: base seed of the synthetic datasets.
+      seed: base seed of the synthetic datasets; draws the validation cases
+        of a folder dataset.
       force: rewrite even when the existing preparation is up to date.
       progress: called as progress(split, done, total) after each example;
         default logs every 10%.
       validation_count: training images held out as the validation split
-        (default 20% for retina datasets, 10% for ISIC; see their readers).
+        (default 20% for retina and folder datasets, 10% for ISIC; see their
+        readers).
 
     Returns:
-      The manifest dict.
+      The manifest dict (`r2u.data.manifest`), with the classes.
 
     Raises:
       DataError: bad or missing input, naming the file and the problem.

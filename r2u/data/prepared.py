@@ -39,20 +39,29 @@ class PreparedData:
       path: the folder holding `manifest.json` and the shards.
       name: the dataset's name ("drive", "isic", "synthetic", ...).
       splits: {split name: `Split`}.
-      class_weights: the [w0, w1] weights computed at preparation.
-      channels: the stored image channels (1 or 3).
+      class_weights: one weight per class, computed at preparation.
+      channels: the stored image channels (1 to 4).
       image_shape: [H, W, C] when every image has it, else None.
       mask2_splits: splits with a second observer's masks.
       manifest: the manifest itself.
+      classes: class names in index order (masks hold the index), index 0 the
+        background; ("background", "foreground") for manifests written before
+        K classes.
+      num_classes: len(classes).
     """
     path: str
     name: str
     splits: Dict[str, Split]
-    class_weights: Tuple[float, float]
+    class_weights: Tuple[float, ...]
     channels: int
     image_shape: Optional[Tuple[int, int, int]]
     mask2_splits: Tuple[str, ...]
     manifest: dict = dataclasses.field(repr=False)
+    classes: Tuple[str, ...] = manifest_lib.LEGACY_CLASSES
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def split(self, name: str) -> Split:
         """The split `name`; DataError naming the manifest if there is none."""
@@ -93,7 +102,8 @@ def load(path: str) -> PreparedData:
         class_weights=tuple(float(w) for w in manifest["class_weights"]),
         channels=int(manifest["channels"]),
         image_shape=tuple(int(s) for s in shape) if shape else None,
-        mask2_splits=tuple(manifest.get("mask2_splits", ())), manifest=manifest)
+        mask2_splits=tuple(manifest.get("mask2_splits", ())), manifest=manifest,
+        classes=manifest_lib.classes(manifest))
 
 
 def of(data: Union[PreparedData, str]) -> PreparedData:

@@ -1,8 +1,9 @@
 """TFRecord encoding of segmentation examples and sharded split files.
 
 An example (numpy, preparation time) is a dict with `id` (str), `image`
-(uint8 [H, W, C], C in {1, 3}), `mask` and `fov` (uint8 [H, W] in {0, 1})
-and optionally `mask2`. Each one becomes a `tf.train.Example` with lossless
+(uint8 [H, W, C], C in 1..4), `mask` (uint8 [H, W], the class index of each
+pixel, 0..`MAX_CLASS_INDEX`), `fov` (uint8 [H, W] in {0, 1}) and optionally
+`mask2` (as `mask`). Each one becomes a `tf.train.Example` with lossless
 PNGs under namespaced keys: `image/id`, `image/png`, `mask/png`, `fov/png`,
 `mask2/png`, `image/height`, `image/width`, `image/channels`.
 
@@ -23,6 +24,9 @@ from r2u.data import manifest as manifest_lib
 # zlib level 1 encodes photographs ~6x faster than the default level for
 # ~15% more bytes; masks compress well and cheaply at the default level.
 IMAGE_PNG_COMPRESSION = 1
+# Masks hold class indices; 255 stays free, so at most 255 classes.
+MAX_CLASS_INDEX = 254
+MAX_CHANNELS = 4  # what a PNG holds (gray, gray + 1, RGB, RGB + 1)
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -37,9 +41,11 @@ def _check_plane(example: dict, key: str, shape: tuple) -> np.ndarray:
         raise errors.DataError(
             f"example {name!r}: {key} must be uint8 {list(shape)}, got "
             f"{value.dtype} {list(value.shape)}")
-    if value.max(initial=0) > 1:
+    top = 1 if key == "fov" else MAX_CLASS_INDEX
+    if value.max(initial=0) > top:
         raise errors.DataError(
-            f"example {name!r}: {key} values must be 0/1, found max "
+            f"example {name!r}: {key} values must be "
+            f"{'0/1' if top == 1 else f'class indices 0..{top}'}, found max "
             f"{value.max()}")
     return value
 
@@ -63,10 +69,11 @@ def encode(example: dict) -> bytes:
       DataError: when a field has the wrong dtype, shape or values.
     """
     image = np.asarray(example["image"])
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+    if (image.dtype != np.uint8 or image.ndim != 3
+            or not 1 <= image.shape[2] <= MAX_CHANNELS):
         raise errors.DataError(
             f"example {example.get('id', '?')!r}: image must be uint8 "
-            f"[H, W, 1|3], got {image.dtype} {list(image.shape)}")
+            f"[H, W, 1..{MAX_CHANNELS}], got {image.dtype} {list(image.shape)}")
     height, width, channels = image.shape
     features = {
         "image/id": _bytes(str(example["id"]).encode("utf-8")),
@@ -90,8 +97,9 @@ def parse(serialized: tf.Tensor, with_mask2: bool = False,
     Args:
       serialized: scalar tf.string.
       with_mask2: also decode `mask2` (only DRIVE-style test splits have it).
-      channels: if given (1 or 3), decode the image to that many channels so
-        its last dimension is static; otherwise keep the stored channels.
+      channels: if given (1 to 4), decode the image to that many channels so
+        its last dimension is static (2 must be what is stored: PNG decoding
+        makes 1, 3 or 4); otherwise keep the stored channels.
 
     Returns:
       {"id": tf.string [], "image": tf.uint8 [H, W, C], "mask": tf.uint8
@@ -106,11 +114,12 @@ def parse(serialized: tf.Tensor, with_mask2: bool = False,
     if with_mask2:
         spec["mask2/png"] = tf.io.FixedLenFeature([], tf.string)
     features = tf.io.parse_single_example(serialized, spec)
-    result = {
-        "id": features["image/id"],
-        "image": tf.io.decode_png(features["image/png"], channels=channels or 0,
-                                  dtype=tf.uint8),
-    }
+    # decode_png converts to 1, 3 or 4 channels only; 2 are decoded as stored.
+    image = tf.io.decode_png(features["image/png"], dtype=tf.uint8,
+                             channels=0 if channels in (None, 2) else channels)
+    if channels == 2:
+        image = tf.ensure_shape(image, [None, None, 2])
+    result = {"id": features["image/id"], "image": image}
     for key in ["mask", "fov"] + (["mask2"] if with_mask2 else []):
         result[key] = tf.io.decode_png(features[f"{key}/png"], channels=1,
                                        dtype=tf.uint8)
