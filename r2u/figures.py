@@ -8,12 +8,21 @@ prediction overlays of `bin/predict` and TensorBoard and the error map of
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
+from PIL import ImageDraw
 
 TRUE_POSITIVE = (0, 255, 0)  # green; also any predicted pixel without ground truth
 FALSE_POSITIVE = (255, 0, 0)  # red
 FALSE_NEGATIVE = (0, 0, 255)  # blue
 OUTSIDE_FOV = (48, 48, 48)  # dark gray
 MAX_SIDE = 512
+# Class k > 0 is painted CLASS_COLOURS[(k - 1) % 20], background black: fixed, so a class
+# keeps its colour in every image, run and tool (Trubetskoy's 20 distinct colours).
+CLASS_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+                 (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230),
+                 (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+                 (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195),
+                 (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128))
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -80,3 +89,50 @@ def figure(image: np.ndarray, mask: np.ndarray, probs: np.ndarray, fov: np.ndarr
     gap = np.full((panels[0].shape[0], 4, 3), 128, np.uint8)  # visible on white
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2], gap, panels[3]],
                           axis=1)
+
+
+def class_palette(num_classes: int) -> list:
+    """[(r, g, b)] of classes 0..K-1: black, then `CLASS_COLOURS` in turn."""
+    return [(0, 0, 0)] + [CLASS_COLOURS[(k - 1) % len(CLASS_COLOURS)]
+                          for k in range(1, num_classes)]
+
+
+def label_overlay(image: np.ndarray, labels: np.ndarray, names, fov=None,
+                  opacity: float = 0.5) -> np.ndarray:
+    """`image` with each foreground class painted in its colour, and a legend strip of
+    the class names below it, as uint8 RGB."""
+    colours = np.asarray(class_palette(len(names)), np.float32)
+    rgb = to_rgb(image).astype(np.float32)
+    labels = np.asarray(labels)
+    painted = labels > 0
+    if fov is not None:
+        painted &= np.asarray(fov) > 0
+    out = rgb.copy()
+    out[painted] = (1.0 - opacity) * rgb[painted] + opacity * colours[labels[painted]]
+    out = np.round(out).clip(0, 255).astype(np.uint8)
+    return np.concatenate([out, legend(names, out.shape[1])], axis=0)
+
+
+def legend(names, width: int, row: int = 14) -> np.ndarray:
+    """A uint8 RGB strip `width` wide naming the foreground classes beside their colour
+    (as many rows as needed)."""
+    entries = list(enumerate(names))[1:]
+    slot = max(8 * max((len(n) for _, n in entries), default=1) + 24, 60)
+    per_row = max(1, width // slot)
+    rows = -(-len(entries) // per_row)
+    strip = Image.new("RGB", (width, max(1, rows) * row + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    colours = class_palette(len(names))
+    for i, (k, name) in enumerate(entries):
+        x, y = (i % per_row) * slot + 4, (i // per_row) * row + 3
+        draw.rectangle([x, y, x + 10, y + 10], fill=colours[k], outline=(0, 0, 0))
+        draw.text((x + 14, y), name, fill=(0, 0, 0))
+    return np.asarray(strip, np.uint8)
+
+
+def class_figure(image: np.ndarray, truth: np.ndarray, predicted: np.ndarray, fov,
+                 names) -> np.ndarray:
+    """ground truth | prediction, each `label_overlay` on the image, side by side."""
+    panels = [label_overlay(image, labels, names, fov) for labels in (truth, predicted)]
+    gap = np.full((panels[0].shape[0], 4, 3), 128, np.uint8)
+    return np.concatenate([panels[0], gap, panels[1]], axis=1)

@@ -69,6 +69,19 @@ def write_png(path: str, pixels: np.ndarray) -> None:
                                         else pixels).numpy())
 
 
+def write_palette_png(path: str, labels: np.ndarray, palette) -> None:
+    """Writes uint8 [H, W] class indices as a palette PNG, atomically: any tool reads the
+    indices back as the classes, and viewers show `palette` ([(r, g, b)] per index)."""
+    import io
+    from PIL import Image  # Pillow: TensorFlow writes no palette PNG
+    image = Image.fromarray(np.asarray(labels, np.uint8), mode="P")
+    flat = [channel for colour in palette for channel in colour]
+    image.putpalette(flat + [0] * (768 - len(flat)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
+
+
 def ensure_writable_folder(folder: str) -> None:
     """Creates `folder` if needed and checks a file can be created in it.
 

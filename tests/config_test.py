@@ -46,7 +46,7 @@ class ExperimentTest(tf.test.TestCase):
         for path in sorted(paths):
             with open(path) as f:
                 cfg = json.load(f).get("config")
-            if not isinstance(cfg, dict) or "model" not in cfg:
+            if not isinstance(cfg, dict) or "model" not in cfg or "data" not in cfg:
                 continue  # a benchmark's own settings, not an Experiment
             exp = config.Experiment.from_dict(cfg)
             # Written before the preprocessing spec (data.contrast) or after it.

@@ -174,7 +174,13 @@ class EvaluationTest(tf.test.TestCase):
         self.assertAllClose(pooled["auc"], want["exact_auc"], atol=0.01)
         self.assertEqual(result["inference"]["threshold"], threshold)
         means = {n: np.mean([s[n] for s in result["per_image"]]) for n in METRICS}
+        per_class = result["per_image_mean"].pop("per_class")
         self.assertAllClose(result["per_image_mean"], means, atol=1e-6)
+        # The foreground's per-class block: the same pooled Dice, from the same counts.
+        foreground = [name for name in per_class if name != "background"]
+        self.assertLen(foreground, 1)
+        self.assertAllClose(result["pooled"]["per_class"][foreground[0]]["dice"],
+                            pooled["dice"], atol=1e-6)
 
     def test_second_observer_is_scored_against_the_first_in_the_fov(self):
         result = evaluate.evaluate(self.checkpoint, self.fov_dir, "test",
@@ -309,7 +315,8 @@ class EvaluationTest(tf.test.TestCase):
         # No threshold given: the model's own, chosen on validation images.
         self.assertEqual(probs["overlapping_result"]["inference"],
                          {"threshold": self.checkpoint.threshold, "fov_masked": True,
-                          "mode": "tiled", "tile": 24, "stride": 4})
+                          "mode": "tiled", "tile": 24, "stride": 4, "window": None,
+                          "overlap": None})
         explicit = evaluate.evaluate(
             self.checkpoint, self.data_dir, "test",
             evaluate.Options(threshold=0.5, tile=24, stride=4, max_images=1))
@@ -336,7 +343,7 @@ class EvaluationTest(tf.test.TestCase):
         for scores in result["per_image"]:
             self.assertEqual(set(scores), METRICS | {"id"})
         self.assertContainsSubset(METRICS, result["pooled"])
-        self.assertEqual(set(result["per_image_mean"]), METRICS)
+        self.assertEqual(set(result["per_image_mean"]), METRICS | {"per_class"})
         self.assertContainsSubset({"pooled", "per_image_mean"}, result["definitions"])
         self.assertEqual(result["inference"]["threshold"], 0.4)
         self.assertEqual(result["model"]["source"], "saved_model")

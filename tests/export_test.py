@@ -35,7 +35,8 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
             self.assertAllEqual(got["mask"], tf.cast(want[..., 1] > 0.5, tf.uint8))
             # A TF Serving client sees named outputs.
             served = loaded.signatures["serving_default"](images=tf.constant(images))
-            self.assertEqual(set(served), {"probabilities", "mask"})
+            self.assertEqual(set(served), {"probabilities", "labels", "mask"})
+            self.assertAllEqual(served["labels"], tf.cast(served["mask"], tf.int32))
             self.assertAllClose(served["probabilities"], want, atol=1e-5)
 
     def test_the_export_resizes_to_the_training_size_and_back_and_thresholds(self):

@@ -98,11 +98,25 @@ class ModelFlags:
     threshold: flags.FlagHolder
     tile: flags.FlagHolder
     stride: flags.FlagHolder
+    mode: flags.FlagHolder
+    window: flags.FlagHolder
+    overlap: flags.FlagHolder
+
+    def predictor(self):
+        """The model of --model_dir/--source, in the inference mode of --mode (default:
+        the model's own, chosen on validation images)."""
+        from r2u.inference import loading  # imports TensorFlow: not before setup()
+        predictor = loading.load(self.model_dir.value, self.source.value)
+        if self.mode.value:
+            predictor = predictor.with_inference(self.mode.value, self.window.value,
+                                                 self.overlap.value)
+        return predictor
 
 
 def define_model_flags(tile_help: str) -> ModelFlags:
-    """--model_dir, --source, --threshold, --tile and --stride of the programs that run
-    a trained model (evaluate, predict), defined once so that they cannot drift apart.
+    """--model_dir, --source, --threshold, --tile, --stride, --mode, --window and
+    --overlap of the programs that run a trained model (evaluate, predict), defined
+    once so that they cannot drift apart.
 
     Only --tile's help differs, as the programs tile differently. The flags are key
     flags of this module, which `run` adds to the program's --help. Call it after
@@ -121,7 +135,15 @@ def define_model_flags(tile_help: str) -> ModelFlags:
             upper_bound=1.0),
         tile=flags.DEFINE_integer("tile", 0, tile_help, lower_bound=0),
         stride=flags.DEFINE_integer("stride", 0, "Tile offset (0: tile // 2).",
-                                    lower_bound=0))
+                                    lower_bound=0),
+        mode=flags.DEFINE_enum(
+            "mode", None, ["whole", "sliding_window"], "Inference mode (default: the "
+            "model's, chosen on validation images): whole images, or windows of "
+            "--window px overlapping by --overlap, weighted by a Gaussian."),
+        window=flags.DEFINE_integer("window", None, "Sliding-window side (a multiple "
+                                    "of 2**depth).", lower_bound=1),
+        overlap=flags.DEFINE_float("overlap", 0.5, "Share of a window its neighbours "
+                                   "overlap.", lower_bound=0.0, upper_bound=0.95))
 
 
 def checkout_root():

@@ -23,7 +23,6 @@ cli.setup()  # before TensorFlow is imported
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from r2u.inference import loading  # noqa: E402
 from r2u import errors  # noqa: E402
 from r2u.evaluation import evaluate  # noqa: E402
 from r2u import files  # noqa: E402
@@ -62,7 +61,7 @@ def main(argv):
         second_observer=_SECOND.value, max_images=_MAX_IMAGES.value,
         figures=_FIGURES.value, figures_dir=figures_dir, probs_dir=_PROBS_DIR.value)
     try:
-        predictor = loading.load(_MODEL.model_dir.value, _MODEL.source.value)
+        predictor = _MODEL.predictor()
         # Fail now rather than after the whole evaluation.
         files.ensure_writable_folder(os.path.dirname(os.path.abspath(out)))
         training_dir = _MODEL.model_dir.value if predictor.experiment else None
@@ -74,10 +73,14 @@ def main(argv):
     except (errors.DataError, ValueError, OSError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 1
-    mode = (f"tiles {options.tile}" if options.tile else "whole images")
-    print(f"{dataset} {_SPLIT.value}: {result['num_images']} images, {mode}, threshold "
-          f"{result['inference']['threshold']}, model from {predictor.source} "
-          f"{predictor.path}")
+    inference = result["inference"]
+    mode = {"tiled": f"tiles {options.tile}", "whole": "whole images",
+            "sliding_window": f"sliding windows of {inference['window']} px"}[
+                inference["mode"]]
+    threshold = ("argmax" if inference["threshold"] is None
+                 else f"threshold {inference['threshold']}")
+    print(f"{dataset} {_SPLIT.value}: {result['num_images']} images, {mode}, "
+          f"{threshold}, model from {predictor.source} {predictor.path}")
     print(evaluate.format_table(result))
     print(f"wrote {out} ({result['wall_time_seconds']:.1f} s)")
     return 0

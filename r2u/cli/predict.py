@@ -4,8 +4,10 @@
 
 For every image under --input (a file, or a folder walked recursively without following
 symbolic links to folders; PNG, JPEG, TIFF, GIF, PPM/PGM, optionally .gz) it writes
-<name>_prob.png (probability * 255), <name>_mask.png (0/255) and <name>_overlay.png into
---out_dir. Names are sanitised so nothing is written outside --out_dir; files in a
+into --out_dir, for a binary model, <name>_prob.png (probability * 255), <name>_mask.png
+(0/255) and <name>_overlay.png; for a model of more classes, <name>_labels.png (a
+palette PNG whose values are the class indices, one fixed colour per class) and
+<name>_overlay.png (the classes tinted over the image, with a legend). Names are sanitised so nothing is written outside --out_dir; files in a
 subfolder are named <subfolder>__<name>. Gray and RGB inputs are converted to what the
 model expects. Images larger than --max_side or --max_pixels are predicted in tiles.
 Loading a model runs what it contains: use only model folders you trust.
@@ -25,7 +27,6 @@ cli.setup()  # before TensorFlow is imported
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from r2u.inference import loading  # noqa: E402
 from r2u import files  # noqa: E402
 from r2u.inference import predict  # noqa: E402
 
@@ -55,7 +56,7 @@ def main(argv):
               file=sys.stderr)
         return 2
     try:
-        predictor = loading.load(_MODEL.model_dir.value, _MODEL.source.value)
+        predictor = _MODEL.predictor()
     except (ValueError, OSError) as e:
         print(f"predict: error: {e}", file=sys.stderr)
         return 2

@@ -11,10 +11,10 @@ against observer 1 give the human baseline.
 
 import dataclasses
 import io
+import itertools
 import os
-import re
 import time
-from typing import Callable, Dict, Iterator, Optional, Union
+from typing import Callable, Dict, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -22,16 +22,15 @@ from absl import logging
 
 from r2u.inference import loading
 from r2u import config as config_lib
-from r2u import errors
 from r2u import figures
 from r2u import files
+from r2u.evaluation import classes as classes_lib
 from r2u.evaluation import metrics
 from r2u.evaluation import operating_point
 from r2u.evaluation import scoring
 from r2u.data import manifest as manifest_lib
 from r2u.data import prepare
 from r2u.data import prepared
-from r2u.data import tfrecord
 
 Data = Union[prepared.PreparedData, str]  # a prepared dataset, or its folder
 
@@ -62,11 +61,17 @@ class Options:
       max_images: evaluate at most this many images (None: all).
       figures: write a figure PNG for the first `figures` images into `figures_dir`.
       figures_dir: folder of the figures.
-      probs_dir: if set, write each foreground probability map as float32 `<id>.npy`.
+      probs_dir: if set, write each probability map as float32 `<id>.npy` (binary:
+        the foreground [H, W]; K classes: [H, W, K]).
+      mode: None keeps the model's inference mode (chosen on validation); "whole" or
+        "sliding_window" (with `window` and `overlap`) overrides it.
     """
     threshold: Optional[float] = None
     tile: int = 0
     stride: int = 0
+    mode: Optional[str] = None
+    window: Optional[int] = None
+    overlap: float = 0.5
     second_observer: bool = False
     max_images: Optional[int] = None
     figures: int = 0
@@ -75,35 +80,8 @@ class Options:
 
 
 def raw_examples(data: Data, split: str, with_mask2: bool = False) -> Iterator[Dict]:
-    """The examples of a prepared split as numpy, in file order, unpreprocessed.
-
-    Yields:
-      {"id": str, "image": uint8 [H, W, C], "mask": uint8 [H, W], "fov": uint8 [H, W]}
-      and "mask2" when `with_mask2`.
-
-    Raises:
-      DataError: naming a shard that is missing, of the wrong size (a shard cut at a
-        record boundary reads without error, one image short) or unreadable.
-    """
-    data = prepared.of(data)
-    shards = data.shard_paths(split)
-    data.verify(splits=[split])
-    for file in shards:
-        dataset = tf.data.TFRecordDataset(file).map(
-            lambda s: tfrecord.parse(s, with_mask2=with_mask2))
-        try:
-            for example in dataset.as_numpy_iterator():
-                out = {"id": example["id"].decode("utf-8"), "image": example["image"]}
-                for key in ("mask", "fov", "mask2"):
-                    if key in example:
-                        out[key] = example[key][..., 0]
-                yield out
-        except tf.errors.OpError as e:
-            # Drop TF's "{{function_node ...}}" and "[Op:...]" wrapping of the reason.
-            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message)
-            message = " ".join(reason.split())[:300]
-            raise errors.DataError(f"{file}: corrupt shard ({message}); re-run "
-                                   "bin/prepare") from e
+    """The examples of a prepared split as numpy (`PreparedData.examples`)."""
+    return prepared.of(data).examples(split, with_mask2)
 
 
 def has_mask2(data: Data, split: str) -> bool:
@@ -147,18 +125,23 @@ def resolve_data(predictor: loading.Predictor, work_dir: str,
 
 
 def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
+             classes: Sequence[str] = ("background", "foreground"),
              examples: int = 3) -> Dict:
-    """Training's validation: `predict` (preprocessed [1, H, W, C] -> foreground
-    [1, H, W]) scored on a dataset of whole images as `evaluate` scores, at 0.5, and
-    the `headline` metric at every threshold (`r2u.evaluation.operating_point`).
+    """Training's validation: `predict` (preprocessed [1, H, W, C] -> probabilities
+    [1, H, W, K]) scored on a dataset of whole images as `evaluate` scores. Binary: at
+    0.5, and the `headline` metric at every threshold (`r2u.evaluation.operating_point`);
+    K classes: the argmax, per class, the headline the mean foreground pooled Dice.
 
     Returns "pooled", "per_image_mean", "operating_point", "num_images" and
-    "examples": the first `examples` (image, mask, probabilities) for TensorBoard.
+    "examples": the first `examples` (image, mask, probabilities) for TensorBoard
+    (binary: the foreground probability; K classes: all K).
     """
+    if len(classes) > 2:
+        return _validate_classes(predict, dataset, classes, examples)
     scorer, sweep, shown = scoring.Scorer(0.5), operating_point.Sweep(headline), []
     for i, example in enumerate(dataset):
         image, mask, fov = (example[k][0] for k in ("image", "mask", "fov"))
-        probs = predict(example["image"])[0].numpy()
+        probs = predict(example["image"])[0, ..., 1].numpy()
         scorer.add(str(i), probs, mask.numpy(), fov.numpy())
         sweep.add(probs, mask.numpy(), fov.numpy())
         if len(shown) < examples:
@@ -170,15 +153,34 @@ def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
             "examples": shown}
 
 
+def _validate_classes(predict: Callable, dataset: tf.data.Dataset,
+                      classes: Sequence[str], examples: int) -> Dict:
+    """`validate` of a K-class model: argmax scores per class, no threshold."""
+    scorer, shown = classes_lib.Scorer(classes), []
+    for i, example in enumerate(dataset):
+        image, mask, fov = (example[k][0] for k in ("image", "mask", "fov"))
+        probs = predict(example["image"])[0].numpy()
+        scorer.add(str(i), probs, mask.numpy(), fov.numpy())
+        if len(shown) < examples:
+            shown.append((image, mask, probs))
+    result = scorer.result()
+    dice = result["pooled"]["dice"]
+    return {"pooled": result["pooled"], "per_image_mean": result["per_image_mean"],
+            "operating_point": {"headline": "mean_dice", "threshold": None, "best": dice,
+                                "at_0.5": dice},
+            "num_images": len(result["per_image"]), "examples": shown}
+
+
 def evaluate(predictor: loading.Predictor, data: Data, split: str,
              options: Options = Options()) -> Dict:
     """Scores `predictor` on `split` of a prepared dataset (or its folder).
 
     Returns:
       A JSON-friendly dict: "per_image" ([{"id", metrics...}]), "pooled" (metrics plus
-      "counts"), "per_image_mean", "num_images", optionally "second_observer" (the same
-      three for mask2 vs mask), "model", "data", "inference", "definitions" and
-      "wall_time_seconds".
+      "counts" for binary, "matrix" for K classes), "per_image_mean" (each aggregate
+      with "per_class": {class name: scores}), "num_images", optionally
+      "second_observer" (the same three for mask2 vs mask), "model", "data",
+      "inference", "definitions" and "wall_time_seconds".
 
     Raises:
       ValueError: `second_observer` on a split without mask2, or an empty split.
@@ -187,38 +189,90 @@ def evaluate(predictor: loading.Predictor, data: Data, split: str,
     data = prepared.of(data)
     if options.second_observer and not data.has_mask2(split):
         raise ValueError(f"{data.path}: split {split!r} has no second observer (mask2)")
+    if options.mode is not None:
+        predictor = predictor.with_inference(options.mode, options.window,
+                                             options.overlap)
     threshold = predictor.threshold if options.threshold is None else options.threshold
     options = dataclasses.replace(options, threshold=threshold)
+    examples = raw_examples(data, split, options.second_observer)
+    if options.max_images is not None:
+        examples = itertools.islice(examples, options.max_images)
+    names = data.classes
+    score = _score_binary if len(names) == 2 else _score_classes
+    result = score(predictor, examples, names, options)
+    if not result["per_image"]:
+        raise ValueError(f"{data.path}: split {split!r} has no images")
+    tile, spec = options.tile, predictor.spec
+    mode = "tiled" if tile else spec.mode
+    result.update(
+        num_images=len(result["per_image"]), model=predictor.info(),
+        definitions=DEFINITIONS,
+        data={"data_dir": os.path.abspath(data.path), "split": split,
+              "dataset": data.name, "classes": list(names)},
+        inference={"threshold": threshold if len(names) == 2 else None,
+                   "fov_masked": True, "mode": mode, "tile": tile or None,
+                   "stride": (options.stride or tile // 2) if tile else None,
+                   "window": spec.window if mode == "sliding_window" else None,
+                   "overlap": spec.overlap if mode == "sliding_window" else None},
+        wall_time_seconds=time.perf_counter() - start)
+    return _nan_to_none(result)
+
+
+def _nan_to_none(value):
+    """NaN scores (a class absent from an image and its prediction) as JSON null."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _score_binary(predictor, examples, names, options: Options) -> Dict:
+    """Binary scores at the threshold (and 0.5), exact AUC, and the per-class block
+    of the foreground class at the threshold."""
+    threshold = options.threshold
     model = scoring.Scorer(threshold, exact_auc=True, also_at=0.5)
+    per_class = classes_lib.Scorer(names)
     observer = scoring.Scorer(0.5)  # a binary 0/1 mask
-    for i, ex in enumerate(raw_examples(data, split, options.second_observer)):
-        if options.max_images is not None and i >= options.max_images:
-            break
+    for i, ex in enumerate(examples):
         probs = predictor.predict_image(ex["image"], options.tile, options.stride,
-                                        fov=ex["fov"])
-        probs = probs[..., 1]  # foreground
+                                        fov=ex["fov"])[..., 1]
         scores = model.add(ex["id"], probs, ex["mask"], ex["fov"])
+        predicted = (probs > np.float32(threshold)).astype(np.float32)
+        per_class.add(ex["id"], np.stack([1 - predicted, predicted], -1), ex["mask"],
+                      ex["fov"])
         if options.second_observer:
             observer.add(ex["id"], ex["mask2"].astype(np.float32), ex["mask"],
                          ex["fov"])
         _write_extras(i, ex, probs, options)
         logging.info("%s: dice %.4f auc %.4f", ex["id"], scores["dice"], scores["auc"])
     if not model.per_image:
-        raise ValueError(f"{data.path}: split {split!r} has no images")
+        return {"per_image": []}
     result = model.result()
+    classes = per_class.result()
+    for kind in ("pooled", "per_image_mean"):
+        result[kind]["per_class"] = classes[kind]["per_class"]
     result["at_threshold_0.5"] = model.result_also()
     if options.second_observer:
         result["second_observer"] = _balanced_accuracy(observer.result())
-    tile = options.tile
-    result.update(
-        num_images=len(model.per_image), model=predictor.info(),
-        definitions=DEFINITIONS,
-        data={"data_dir": os.path.abspath(data.path), "split": split,
-              "dataset": data.name},
-        inference={"threshold": threshold, "fov_masked": True,
-                   "mode": "tiled" if tile else "whole_image", "tile": tile or None,
-                   "stride": (options.stride or tile // 2) if tile else None},
-        wall_time_seconds=time.perf_counter() - start)
+    return result
+
+
+def _score_classes(predictor, examples, names, options: Options) -> Dict:
+    """K-class scores of the argmax, per class and their foreground means."""
+    scorer = classes_lib.Scorer(names)
+    for i, ex in enumerate(examples):
+        probs = predictor.predict_image(ex["image"], options.tile, options.stride,
+                                        fov=ex["fov"])
+        scores = scorer.add(ex["id"], probs, ex["mask"], ex["fov"])
+        _write_extras(i, ex, probs, options, names)
+        logging.info("%s: mean foreground dice %.4f", ex["id"], scores["dice"])
+    if not scorer.per_image:
+        return {"per_image": []}
+    result = scorer.result()
+    del result["class_names"]
     return result
 
 
@@ -235,7 +289,7 @@ def _balanced_accuracy(result: Dict) -> Dict:
 
 
 def _write_extras(index: int, example: Dict, probs: np.ndarray,
-                  options: Options) -> None:
+                  options: Options, names=()) -> None:
     name = files.safe_name(example["id"])
     if options.probs_dir:
         os.makedirs(options.probs_dir, exist_ok=True)
@@ -245,13 +299,20 @@ def _write_extras(index: int, example: Dict, probs: np.ndarray,
                            buffer.getvalue())
     if index < options.figures and options.figures_dir:
         os.makedirs(options.figures_dir, exist_ok=True)
-        files.write_png(os.path.join(options.figures_dir, name + ".png"),
-                        figures.figure(example["image"], example["mask"], probs,
-                                       example["fov"], options.threshold))
+        if probs.ndim == 3:  # K classes: truth | prediction in the class colours
+            picture = figures.class_figure(example["image"], example["mask"],
+                                           probs.argmax(-1), example["fov"], names)
+        else:
+            picture = figures.figure(example["image"], example["mask"], probs,
+                                     example["fov"], options.threshold)
+        files.write_png(os.path.join(options.figures_dir, name + ".png"), picture)
 
 
 def format_table(result: Dict) -> str:
-    """The aggregate rows (model, and second observer if present) as a text table."""
+    """The aggregate rows (model, and second observer if present) as a text table;
+    for K classes, a row per class and aggregate."""
+    if result["inference"]["threshold"] is None:
+        return _class_table(result)
     names = metrics.METRIC_NAMES
     lines = [f"{'':36s}" + "".join(f"{n[:11]:>12s}" for n in names)]
     rows = [(f"model t={result['inference']['threshold']:.2f}", result)]
@@ -265,4 +326,19 @@ def format_table(result: Dict) -> str:
                       if n == "auc" else part[kind][n] for n in names]
             lines.append(f"{label + ' ' + kind:36s}" + "".join(
                 f"{'-':>12s}" if v is None else f"{v:12.4f}" for v in values))
+    return "\n".join(lines)
+
+
+def _class_table(result: Dict) -> str:
+    """Rows of each foreground class and of their mean, pooled and per-image mean."""
+    names = classes_lib.SCORE_NAMES
+    lines = [f"{'':36s}" + "".join(f"{n[:11]:>12s}" for n in names)]
+    for kind in ("pooled", "per_image_mean"):
+        part = result[kind]
+        rows = [("mean of foreground", part)] + [
+            (name, scores) for name, scores in part["per_class"].items()
+            if name != result["data"]["classes"][0]]
+        for label, scores in rows:
+            lines.append(f"{label[:24] + ' ' + kind:36s}" + "".join(
+                f"{scores[n]:12.4f}" for n in names))
     return "\n".join(lines)

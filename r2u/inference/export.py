@@ -1,19 +1,23 @@
-"""SavedModel export: a serving signature from raw images to probabilities and a mask.
+"""SavedModel export: a serving signature from raw images to probabilities and labels.
 
-The wrapper applies everything training did to an image (the input scale of a dataset
-resized at preparation, channels, contrast, standardisation), pads to a multiple of
-2**depth and crops back, maps the probabilities back to the input's size and thresholds
-them at the operating point chosen on validation images, so a user of the SavedModel
-needs nothing from r2u:
+The wrapper applies everything training did to an image (the input scale: a fixed
+size or the plan's resampling factor; channels, contrast, standardisation), runs the
+network in the inference mode chosen on validation (whole image, padded to a multiple
+of 2**depth and cropped back, or Gaussian-weighted sliding windows), maps the
+probabilities back to the input's size and turns them into labels (binary: the
+foreground probability above the operating point chosen on validation images; K
+classes: the argmax), so a user of the SavedModel needs nothing from r2u:
 
     out = tf.saved_model.load(path).serve(images)   # float32 [B, H, W, C] raw pixels
     out["probabilities"]   # float32 [B, H, W, K]
-    out["mask"]            # uint8 [B, H, W]: foreground probability > threshold
+    out["labels"]          # int32 [B, H, W]: the class of each pixel
+    out["mask"]            # uint8 [B, H, W], binary models only: labels as 0/1
 
 A model standardised over the field of view (`Preprocessing.standardize_in_fov`)
 serves `serve(images, fov)` with a float32 [B, H, W] field of view.
 
-`r2u_model.json` beside it records the same settings (`InputSpec`). Loading a
+`r2u_model.json` beside it records the same settings (`InputSpec`), the class
+names among them. Loading a
 SavedModel runs the graph it contains: load only model directories you trust.
 """
 
@@ -28,6 +32,7 @@ import tensorflow as tf
 
 from r2u import config as config_lib
 from r2u.inference import network
+from r2u.inference import sliding_window
 from r2u.data import preprocess
 
 
@@ -38,6 +43,11 @@ class InputSpec:
     preprocessing: config_lib.Preprocessing = config_lib.Preprocessing()
     input_size: Optional[Tuple[int, int]] = None  # resize to this (H, W), and back
     threshold: float = 0.5
+    scale: Optional[float] = None  # or resample by this factor, and back
+    mode: str = "whole"            # or "sliding_window"
+    window: Optional[int] = None
+    overlap: float = 0.5
+    classes: Tuple[str, ...] = ()  # names in index order; () = unnamed
 
     @property
     def contrast(self) -> bool:
@@ -52,10 +62,13 @@ class InputSpec:
         size = exp.data.image_size
         if isinstance(size, int):
             size = (size, size)
+        inference = exp.inference
         return cls(preprocessing=exp.preprocessing,
                    input_size=tuple(size) if size else None,
-                   threshold=exp.inference.threshold if exp.inference.threshold is not None
-                   else 0.5)
+                   threshold=inference.threshold if inference.threshold is not None
+                   else 0.5, scale=exp.data.scale, mode=inference.mode,
+                   window=inference.window, overlap=inference.overlap,
+                   classes=tuple(exp.data.classes))
 
     @classmethod
     def from_info(cls, info: dict) -> "InputSpec":
@@ -66,7 +79,10 @@ class InputSpec:
             spec = dataclasses.replace(spec, channels=info["model"]["in_channels"])
         size = info.get("input_size")
         return cls(preprocessing=spec, input_size=tuple(size) if size else None,
-                   threshold=float(info.get("threshold", 0.5)))
+                   threshold=float(info.get("threshold", 0.5)),
+                   scale=info.get("scale"), mode=info.get("mode", "whole"),
+                   window=info.get("window"), overlap=info.get("overlap", 0.5),
+                   classes=tuple(info.get("classes", ())))
 
     def for_model(self, model_cfg: config_lib.ModelConfig) -> "InputSpec":
         """This spec with the network's input channels filled in (or checked)."""
@@ -96,23 +112,45 @@ class Exported(tf.Module):
     def _serve(self, images, fov=None):
         """Raw images (any intensity scale: standardisation removes it) -> outputs."""
         probs = probabilities(self.model, images, self.spec, fov)
-        mask = tf.cast(probs[..., 1] > self.spec.threshold, tf.uint8)
-        return {"probabilities": probs, "mask": mask}
+        if self.model.cfg.num_classes == 2:
+            mask = tf.cast(probs[..., 1] > self.spec.threshold, tf.uint8)
+            return {"probabilities": probs, "labels": tf.cast(mask, tf.int32),
+                    "mask": mask}
+        return {"probabilities": probs,
+                "labels": tf.argmax(probs, axis=-1, output_type=tf.int32)}
+
+
+def resample(images: tf.Tensor, spec: InputSpec, fov: Optional[tf.Tensor] = None):
+    """Raw images [B, H, W, C] (and `fov` [B, H, W]) at the scale training saw: the
+    spec's fixed size, its resampling factor, or as they are."""
+    if spec.input_size:
+        size = tf.constant(spec.input_size, tf.int32)
+    elif spec.scale and spec.scale != 1:
+        size = tf.cast(tf.maximum(tf.round(tf.cast(tf.shape(images)[1:3], tf.float32)
+                                           * spec.scale), 1.0), tf.int32)
+    else:
+        return images, fov
+    images = tf.image.resize(images, size, antialias=True)
+    if fov is not None:
+        fov = tf.image.resize(tf.cast(fov, tf.float32)[..., None], size,
+                              "nearest")[..., 0]
+    return images, fov
 
 
 def probabilities(model: tf.Module, images: tf.Tensor, spec: InputSpec,
                   fov: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """Raw images [B, H, W, C] -> probabilities [B, H, W, K] as training saw them;
-    `fov` [B, H, W] only for a spec that standardises over it."""
+    """Raw images [B, H, W, C] -> probabilities [B, H, W, K] as training saw them, in
+    the spec's inference mode; `fov` [B, H, W] only for a spec that standardises over
+    it."""
     size = tf.shape(images)[1:3]
-    x = images
-    if spec.input_size:
-        x = tf.image.resize(x, spec.input_size, antialias=True)
-        if fov is not None:
-            fov = tf.image.resize(fov[..., None], spec.input_size, "nearest")[..., 0]
+    x, fov = resample(images, spec, fov)
     x = preprocess.apply(spec.for_model(model.cfg).preprocessing, x, fov)
-    probs = network.probabilities(model, x)
-    if spec.input_size:
+    if spec.mode == "sliding_window":
+        probs = sliding_window.predict(lambda t: network.probabilities(model, t), x,
+                                       spec.window, spec.overlap)
+    else:
+        probs = network.probabilities(model, x)
+    if spec.input_size or (spec.scale and spec.scale != 1):
         probs = tf.image.resize(probs, size)
     return probs
 

@@ -62,6 +62,8 @@ class Predictor:
     experiment: Optional[config_lib.Experiment] = None
     step: Optional[int] = None
     owner: object = dataclasses.field(default=None, repr=False, compare=False)
+    model: Optional[tf.Module] = dataclasses.field(default=None, repr=False,
+                                                   compare=False)
 
     @property
     def threshold(self) -> float:
@@ -72,11 +74,7 @@ class Predictor:
         """Raw [B, H, W, C] images -> the network's standardised input (training size);
         `fov` [B, H, W] is needed by models standardised over it (`spec.needs_fov`)."""
         x = to_model_channels(images, self.model_cfg.in_channels)
-        if self.spec.input_size:
-            x = tf.image.resize(x, self.spec.input_size, antialias=True)
-            if fov is not None:
-                fov = tf.image.resize(tf.cast(fov, tf.float32)[..., None],
-                                      self.spec.input_size, "nearest")[..., 0]
+        x, fov = export.resample(x, self.spec, fov)
         return preprocess.apply(self.spec.preprocessing, x, fov)
 
     def predict_image(self, image, tile: int = 0, stride: int = 0,
@@ -109,7 +107,7 @@ class Predictor:
             stride = stride or max(1, tile // 2)
             pre = self.preprocess(x, fov)[0].numpy()
             probs = network.tiled_probabilities(self.network, pre, tile, stride)
-            if self.spec.input_size:
+            if probs.shape[:2] != (height, width):
                 probs = tf.image.resize(probs, (height, width)).numpy()
         else:
             out = self.predict(x) if fov is None else self.predict(x, fov)
@@ -117,6 +115,25 @@ class Predictor:
         if np.isnan(probs).any():
             raise ValueError("the model produced NaN probabilities")
         return probs[:height, :width]
+
+    def with_inference(self, mode: str, window: Optional[int] = None,
+                       overlap: float = 0.5,
+                       threshold: Optional[float] = None) -> "Predictor":
+        """This model predicting in another mode ("whole" or "sliding_window" with
+        `window` and `overlap`) or at another threshold, as its export would."""
+        if mode not in config_lib.INFERENCE_MODES:
+            raise ValueError(f"inference mode must be one of "
+                             f"{config_lib.INFERENCE_MODES}, got {mode!r}")
+        multiple = 2**self.model_cfg.depth
+        if mode == "sliding_window" and (not window or window % multiple):
+            raise ValueError(f"sliding windows need a window that is a positive "
+                             f"multiple of 2**depth = {multiple}, got {window}")
+        spec = dataclasses.replace(
+            self.spec, mode=mode, window=window if mode == "sliding_window" else None,
+            overlap=overlap,
+            threshold=self.spec.threshold if threshold is None else threshold)
+        serve = export.Exported(self.model, spec).serve
+        return dataclasses.replace(self, predict=_probabilities(serve, spec), spec=spec)
 
     def info(self) -> dict:
         """A JSON-friendly description of what was loaded."""
@@ -207,7 +224,7 @@ def _from_checkpoint(prefix: str, experiment: config_lib.Experiment) -> Predicto
     return Predictor(predict=_probabilities(serve, spec),
                      network=network.network_fn(model),
                      model_cfg=experiment.model, spec=spec, source="checkpoint",
-                     path=prefix, experiment=experiment, step=int(step))
+                     path=prefix, experiment=experiment, step=int(step), model=model)
 
 
 def _from_saved_model(folder: str, experiment) -> Predictor:
@@ -229,7 +246,7 @@ def _from_saved_model(folder: str, experiment) -> Predictor:
     return Predictor(predict=_probabilities(loaded.serve, spec),
                      network=network.network_fn(model),
                      model_cfg=model_cfg, spec=spec, source="saved_model", path=folder,
-                     experiment=experiment, owner=loaded)
+                     experiment=experiment, owner=loaded, model=model)
 
 
 def _probabilities(serve: Callable, spec: export.InputSpec) -> Callable:

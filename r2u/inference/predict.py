@@ -1,10 +1,16 @@
 """Segments image files with a trained model and writes the results as PNG files.
 
-For every input image `<name>` it writes, into one output folder:
+For every input image `<name>` it writes, into one output folder, for a binary model:
 
     <name>_prob.png      foreground probability * 255 (8-bit gray)
     <name>_mask.png      0/255 mask: probability > threshold
     <name>_overlay.png   the input with the predicted foreground tinted green
+
+and for a model of K > 2 classes:
+
+    <name>_labels.png    palette PNG: each pixel's value is its class index (any tool
+                         reads it as the label map), shown in a fixed colour per class
+    <name>_overlay.png   the input with each class tinted in its colour, and a legend
 
 Output names come from input names through `files.safe_name`, so nothing is ever
 written outside the output folder, and every file is written to a temporary name and
@@ -29,6 +35,7 @@ from r2u.data import retina
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
                     ".pnm", ".pbm")
 SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
+CLASS_SUFFIXES = ("_labels.png", "_overlay.png")
 MAX_SIDE = 2048
 MAX_PIXELS = 2048 * 2048
 AUTO_TILE = 512
@@ -107,7 +114,7 @@ def choose_tile(height: int, width: int, options: Options) -> int:
 
 def predict_file(predictor: loading.Predictor, path: str, out_dir: str, stem: str,
                  options: Options) -> List[str]:
-    """Predicts one image file and writes its three PNGs; returns their paths.
+    """Predicts one image file and writes its PNGs (see the module docstring); returns their paths.
 
     Raises:
       DataError: the file cannot be read as an image.
@@ -118,7 +125,9 @@ def predict_file(predictor: loading.Predictor, path: str, out_dir: str, stem: st
     if stem in ("", ".", "..") or "/" in stem or (os.altsep or "/") in stem or \
             os.sep in stem:
         raise ValueError(f"{path}: output name {stem!r} would leave {out_dir}")
-    targets = [os.path.join(out_dir, stem + suffix) for suffix in SUFFIXES]
+    names = class_names(predictor)
+    suffixes = SUFFIXES if len(names) == 2 else CLASS_SUFFIXES
+    targets = [os.path.join(out_dir, stem + suffix) for suffix in suffixes]
     image = imageio.read_image(path, channels=None)  # uint8 [H, W, 1 | 3]
     height, width = image.shape[:2]
     multiple = 2**predictor.model_cfg.depth
@@ -129,13 +138,27 @@ def predict_file(predictor: loading.Predictor, path: str, out_dir: str, stem: st
     # A model standardised over the field of view gets it as preparation derives it
     # for fundus photographs without a mask (STARE, CHASE).
     fov = retina.derive_fov(image, name=path) if predictor.spec.needs_fov else None
-    prob = predictor.predict_image(image, tile=tile, stride=options.stride, fov=fov)
-    prob = prob[..., 1]
+    probs = predictor.predict_image(image, tile=tile, stride=options.stride, fov=fov)
+    if len(names) > 2:
+        labels = probs.argmax(-1).astype(np.uint8)
+        files.write_palette_png(targets[0], labels, figures.class_palette(len(names)))
+        files.write_png(targets[1], figures.label_overlay(image, labels, names))
+        return targets
+    prob = probs[..., 1]
     predicted = prob > options.threshold
     files.write_png(targets[0], np.round(np.clip(prob, 0.0, 1.0) * 255.0))
     files.write_png(targets[1], predicted.astype(np.uint8) * 255)
     files.write_png(targets[2], figures.overlay(image, predicted))
     return targets
+
+
+def class_names(predictor: loading.Predictor) -> tuple:
+    """The model's class names (index order), or background, class_1, ... unnamed."""
+    count = predictor.model_cfg.num_classes
+    names = tuple(predictor.spec.classes)
+    if len(names) == count:
+        return names
+    return ("background",) + tuple(f"class_{k}" for k in range(1, count))
 
 
 def predict_all(predictor: loading.Predictor, inputs: Sequence[str], out_dir: str,

@@ -3,6 +3,8 @@
 import os
 from typing import Dict
 
+import numpy as np
+
 from absl import logging
 
 from r2u import config as config_lib
@@ -29,8 +31,7 @@ class Epochs:
     def __init__(self, exp, state, plain, data, model_dir, out_dir, best, strategy):
         self.exp, self.state, self.plain, self.data = exp, state, plain, data
         self.out_dir, self.best, self.strategy = out_dir, best, strategy
-        run_network = network.network_fn(plain)
-        self.predict = lambda x: run_network(x)[..., 1]  # foreground [1, H, W]
+        self.predict = network.network_fn(plain)  # probabilities [1, H, W, K]
         self.writers = summaries.Writers(out_dir)
         self.done = run_record.read_validation(model_dir, int(state.step.numpy()))
         if not self.done["step"]:  # a fresh run: its record exists from the start
@@ -71,28 +72,60 @@ def validate(exp: config_lib.Experiment, state, data: prepared.PreparedData,
     """Validates the model at the end of `epoch`; logs, writes summaries, returns the
     epoch's record."""
     step = int(state.step.numpy())
-    train_scores = {k: float(v) for k, v in state.train_metrics.result().items()}
+    names = data.classes
+    train_scores = train_dice(state, names)
     writers.scalars("train", step, **train_scores)
     val = evaluate.validate(predict, data.dataset(
         "validation", batch_size=1, training=False, preprocessing=exp.preprocessing,
-        cache=False),
-        exp.data.headline)
+        cache=False, **evaluation_resampling(exp)),
+        exp.data.headline, names)
     point = val["operating_point"]
-    writers.scalars("validation", step, **val["pooled"],
-                    **{f"{point['headline']}_best": point["best"],
-                       f"{point['headline']}_at_0.5": point["at_0.5"],
-                       "threshold": point["threshold"]})
-    writers.images("validation", step, val["examples"])
-    record = {"epoch": epoch + 1, "step": step, "score": point["best"],
+    scalars = {k: v for k, v in val["pooled"].items() if isinstance(v, float)}
+    scalars.update({f"dice/{name}": scores["dice"] for name, scores in
+                    val["pooled"].get("per_class", {}).items() if name != names[0]})
+    if point["threshold"] is not None:
+        scalars.update({f"{point['headline']}_best": point["best"],
+                        f"{point['headline']}_at_0.5": point["at_0.5"],
+                        "threshold": point["threshold"]})
+    writers.scalars("validation", step, **scalars)
+    writers.images("validation", step, val["examples"], names)
+    score = point["best"] if np.isfinite(point["best"]) else -1.0
+    record = {"epoch": epoch + 1, "step": step, "score": score,
               "threshold": point["threshold"], "operating_point": point,
               "validation": val["pooled"], "validation_per_image": val["per_image_mean"],
               "train_dice": train_scores["dice"]}
-    logging.info("epoch %d step %d: train dice %.4f | validation %s %.4f at threshold "
-                 "%.2f (%.4f at 0.5), auc %.4f (%d images)", epoch + 1, step,
-                 train_scores["dice"], point["headline"], point["best"],
-                 point["threshold"], point["at_0.5"], val["pooled"]["auc"],
+    train_classes = {k[5:]: v for k, v in train_scores.items() if k.startswith("dice/")}
+    logging.info("epoch %d step %d: train dice %s | validation %s %s (%d images)",
+                 epoch + 1, step, dice_text(train_scores["dice"], train_classes),
+                 point["headline"], _validation_text(point, val, names),
                  val["num_images"])
     return record
+
+
+def train_dice(state, names) -> Dict[str, float]:
+    """The training metrics of the epoch so far, K-class Dice named by class."""
+    scores = {k: float(v) for k, v in state.train_metrics.result().items()}
+    return {(f"dice/{names[int(k[5:])]}" if k.startswith("dice/") else k): v
+            for k, v in scores.items()}
+
+
+def dice_text(mean: float, per_class: Dict[str, float]) -> str:
+    """"0.7123", or with per-class values "0.7123 (nerve 0.65, vessel 0.77)"."""
+    parts = ", ".join(f"{name} {value:.2f}" for name, value in per_class.items())
+    return f"{mean:.4f}" + (f" ({parts})" if parts else "")
+
+
+def _validation_text(point: Dict, val: Dict, names) -> str:
+    if point["threshold"] is None:  # K classes: argmax, Dice per foreground class
+        return dice_text(point["best"], {name: val["pooled"]["per_class"][name]["dice"]
+                                         for name in names[1:]})
+    return (f"{point['best']:.4f} at threshold {point['threshold']:.2f} "
+            f"({point['at_0.5']:.4f} at 0.5), auc {val['pooled']['auc']:.4f}")
+
+
+def evaluation_resampling(exp: config_lib.Experiment) -> Dict:
+    """The pipeline arguments that resample evaluation images as training saw them."""
+    return {"image_size": exp.data.image_size, "scale": exp.data.scale}
 
 
 def stale(history, patience: int) -> bool:

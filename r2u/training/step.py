@@ -7,13 +7,14 @@ everything a checkpoint holds. The host loop around them is `r2u.training.loop`.
 """
 
 import dataclasses
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 import tensorflow as tf
 from absl import logging
 
 from r2u import config as config_lib
 from r2u.nn import layers
+from r2u.evaluation import classes
 from r2u.evaluation import metrics
 from r2u.nn import models
 from r2u.training import optim
@@ -27,7 +28,8 @@ class State:
     step: tf.Variable
     bad_steps: tf.Variable  # steps whose loss or gradient was not finite (not applied)
     loss_scale: Optional[optim.LossScale]
-    train_metrics: metrics.StreamingMetrics
+    # Binary: pooled metrics of the foreground probability; K classes: a confusion matrix.
+    train_metrics: Union[metrics.StreamingMetrics, classes.StreamingConfusion]
 
     def checkpoint(self, train_metrics: bool = True) -> tf.train.Checkpoint:
         """The training metrics (of the epoch so far) are saved too, so a resumed epoch
@@ -50,7 +52,15 @@ def make_state(exp: config_lib.Experiment) -> State:
         bad_steps=tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_steps",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
         loss_scale=optim.LossScale() if exp.model.compute_dtype == "float16" else None,
-        train_metrics=metrics.StreamingMetrics())
+        train_metrics=train_metrics(exp.model.num_classes))
+
+
+def train_metrics(num_classes: int):
+    """The training metrics of a K-class network: binary ones keep today's variables
+    (their checkpoints resume), K > 2 counts a confusion matrix of the argmax."""
+    if num_classes == 2:
+        return metrics.StreamingMetrics()
+    return classes.StreamingConfusion(num_classes)
 
 
 def make_train_step(state: State, loss_fn: Callable, clip_norm: float, jit_compile: bool,
@@ -132,7 +142,10 @@ def _gradients(state: State, loss_fn: Callable, batch: Dict, share: tf.Tensor):
         loss = loss_fn(logits, batch["mask"], batch["fov"]) * share
         scaled = loss * scale
     grads = tape.gradient(scaled, state.model.trainable_variables)
-    state.train_metrics.update(tf.nn.softmax(logits)[..., 1], batch["mask"], batch["fov"])
+    probs = tf.nn.softmax(logits)
+    if isinstance(state.train_metrics, metrics.StreamingMetrics):
+        probs = probs[..., 1]
+    state.train_metrics.update(probs, batch["mask"], batch["fov"])
     return grads, loss
 
 

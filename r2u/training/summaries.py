@@ -3,7 +3,7 @@
 import contextlib
 import os
 import time
-from typing import Callable, Iterator, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -31,17 +31,29 @@ class Writers:
                 tf.summary.scalar(name, float(value))
 
     def images(self, phase: str, step: int,
-               examples: Sequence[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]]) -> None:
-        """Input, ground truth and prediction overlay (`figures.overlay`) per example."""
+               examples: Sequence[Tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
+               classes: Sequence[str] = ()) -> None:
+        """Input, ground truth and prediction overlay per example: binary (foreground
+        probabilities [H, W]) in the TP/FP/FN colour code of `figures.overlay`; K
+        classes (probabilities [H, W, K]) in the class colours, with a legend."""
         if not examples:
             return
         pictures = {"input": [], "ground_truth": [], "prediction_overlay": []}
         for image, mask, prob in examples:
-            shown, truth = show_image(image), np.asarray(mask) > 0
+            shown, prob = show_image(image), np.asarray(prob)
+            if prob.ndim == 3:
+                labels = np.asarray(mask)
+                pictures["input"].append(shown)
+                pictures["ground_truth"].append(figures.label_overlay(
+                    shown, labels, classes, opacity=0.6))
+                pictures["prediction_overlay"].append(figures.label_overlay(
+                    shown, prob.argmax(-1), classes, opacity=0.6))
+                continue
+            truth = np.asarray(mask) > 0
             pictures["input"].append(shown)
             pictures["ground_truth"].append(figures.gray(truth))
             pictures["prediction_overlay"].append(figures.overlay(
-                shown, np.asarray(prob) > 0.5, truth, opacity=0.6, dim=0.6))
+                shown, prob > 0.5, truth, opacity=0.6, dim=0.6))
         with self._get(phase).as_default(step=step):
             for name, batch in pictures.items():
                 tf.summary.image(name, _same_size(batch), max_outputs=len(batch))
@@ -78,8 +90,10 @@ class Progress:
     """
 
     def __init__(self, total_steps: int, batch_size: int, width: int = 24,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter,
+                 deadline: Optional[float] = None):
         self.total, self.batch_size, self.width = total_steps, batch_size, width
+        self.deadline = deadline  # the planned end (time.time()), shown on each line
         self.rate = 0.0
         self._clock = clock
         self._start = None      # (time, step) of the first update
@@ -129,6 +143,9 @@ class Progress:
         if self.rate:
             eta = max(self.total - step, 0) * self.batch_size / self.rate
             line += " %.1f img/s ETA %s" % (self.rate, self._hms(eta))
+        if self.deadline:
+            line += " | planned end %s" % time.strftime("%H:%M:%S",
+                                                       time.localtime(self.deadline))
         logging.info("%s", line)
 
     @staticmethod
