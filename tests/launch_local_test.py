@@ -163,7 +163,8 @@ class MultiWorkerTrainTest(tf.test.TestCase):
                          os.path.join(model_dir, "ckpt", "ckpt-4"))
         # Only the chief wrote to model_dir; the non-chief's private folder is gone.
         self.assertCountEqual(os.listdir(model_dir), [
-            "best", "best.json", "ckpt", "config.json", "export", "summary.json", "tb"])
+            "best", "best.json", "ckpt", "config.json", "export", "plan.json",
+            "summary.json", "tb"])
         # The workers read disjoint halves of the 4 training shards, in both runs.
         for log_text in (first, second):
             shards = [set(re.search(rf"\[worker {w}\] .*input pipeline {w} of 2 reads "

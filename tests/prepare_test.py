@@ -107,7 +107,7 @@ class SyntheticPrepareTest(tf.test.TestCase):
                                  num_shards=2)
         self.assertNotEqual(second["fingerprint"], first["fingerprint"])
         self.assertEqual(sorted(os.listdir(out)), sorted(
-            ["manifest.json"] + [f"{s}-0000{i}-of-00002.tfrecord"
+            ["manifest.json", "fingerprint.json"] + [f"{s}-0000{i}-of-00002.tfrecord"
                                  for s in ("train", "validation", "test")
                                  for i in range(2)]))  # Stale shards removed.
         forced = prepare.prepare("synthetic_vessels", None, out, limit=3,

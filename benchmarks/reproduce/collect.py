@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Merge an evaluation JSON with the run's config, training wall time and machine."""
+"""Merge an evaluation JSON with the run's config, plan, training wall time and machine."""
 
 import json
 import os
@@ -20,6 +20,7 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training folder.", required
 _EVAL = flags.DEFINE_string("eval", None, "bin/evaluate JSON.", required=True)
 _SECONDS = flags.DEFINE_integer("train_seconds", None, "Training wall time.")
 _OUT = flags.DEFINE_string("out", None, "Results JSON.", required=True)
+_COMMAND = flags.DEFINE_string("command", None, "The command that made the result.")
 
 
 def main(argv):
@@ -40,6 +41,14 @@ def main(argv):
                              "threshold": summary["threshold"],
                              "history": summary["history"]},
               "evaluation": evaluation}
+    plan = os.path.join(_MODEL_DIR.value, "plan.json")
+    if os.path.isfile(plan):
+        with open(plan) as f:
+            result["plan"] = json.load(f)
+        result["inference"] = {"mode": summary.get("inference_mode"),
+                               "selection": summary.get("selection")}
+    if _COMMAND.value:
+        result["command"] = _COMMAND.value
     files.write_json(_OUT.value, result, indent=1)
     print(f"wrote {_OUT.value}")
 

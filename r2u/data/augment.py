@@ -34,7 +34,8 @@ _QUARTER_SIN = (0.0, 1.0, 0.0, -1.0)
 
 def augment(image, mask, fov, seed, *, geometric: bool = True,
             photometric: bool = True, max_rotation: float = 15.0,
-            scale_range: tuple[float, float] = (0.9, 1.1), **jitter_args):
+            scale_range: tuple[float, float] = (0.9, 1.1), mirror: bool = True,
+            **jitter_args):
     """Randomly transforms one whole example.
 
     Quarter turns are drawn only for square images; other images get flips
@@ -49,6 +50,7 @@ def augment(image, mask, fov, seed, *, geometric: bool = True,
         photometric: apply `jitter`.
         max_rotation: largest small rotation, in degrees.
         scale_range: (min, max) zoom factor, drawn log-uniformly.
+        mirror: allow flips (see `random_affines`).
         **jitter_args: ranges passed to `jitter`.
 
     Returns:
@@ -58,7 +60,7 @@ def augment(image, mask, fov, seed, *, geometric: bool = True,
     image = to_unit_float(image)
     if geometric:
         square = tf.equal(tf.shape(image)[0], tf.shape(image)[1])
-        matrix = random_affines(seed, [], max_rotation, scale_range, square)
+        matrix = random_affines(seed, [], max_rotation, scale_range, square, mirror)
         image = warp(image, matrix, bilinear=True)
         mask, fov = _warp_pair(mask, fov, matrix)
     if photometric:
@@ -68,7 +70,7 @@ def augment(image, mask, fov, seed, *, geometric: bool = True,
 
 def random_affines(seed, shape, max_rotation: float = 15.0,
                    scale_range: tuple[float, float] = (0.9, 1.1),
-                   quarter_turns=True) -> tf.Tensor:
+                   quarter_turns=True, mirror: bool = True) -> tf.Tensor:
     """Draws output-to-input 2x2 maps acting on (x, y) = (column, row) offsets.
 
     Args:
@@ -77,17 +79,25 @@ def random_affines(seed, shape, max_rotation: float = 15.0,
         max_rotation: largest small rotation, in degrees.
         scale_range: (min, max) zoom factor, drawn log-uniformly.
         quarter_turns: (bool or bool tensor) whether quarter turns may be drawn.
+        mirror: whether flips may be drawn. Off for classes with a side (left and
+            right lung): a mirror image swaps them. Turns keep the sides.
 
     Returns:
         float32 shape + [2, 2]: rotation @ quarter turn @ flips / scale. The
         entries are exact integers when the rotation is 0 and the scale 1.
     """
     draws = tf.unstack(uniform(list(shape) + [5], seed), axis=-1)
-    flips_x = tf.where(draws[0] < 0.5, -1.0, 1.0)
-    flips_y = tf.where(draws[1] < 0.5, -1.0, 1.0)
-    # Without quarter turns the half turn is already covered by the flips.
-    choices = tf.where(quarter_turns, 4.0, 1.0)
-    turns = tf.minimum(tf.cast(draws[2] * choices, tf.int32), 3)
+    if mirror:
+        flips_x = tf.where(draws[0] < 0.5, -1.0, 1.0)
+        flips_y = tf.where(draws[1] < 0.5, -1.0, 1.0)
+        # Without quarter turns the half turn is already covered by the flips.
+        choices, stride = tf.where(quarter_turns, 4.0, 1.0), 1
+    else:
+        flips_x = flips_y = tf.ones_like(draws[0])
+        # No flips: the half turn comes from the turns (0 or 2 of non-square images).
+        choices = tf.where(quarter_turns, 4.0, 2.0)
+        stride = tf.where(quarter_turns, 1, 2)
+    turns = tf.minimum(tf.cast(draws[2] * choices, tf.int32) * stride, 3)
     cos_k, sin_k = tf.gather(_QUARTER_COS, turns), tf.gather(_QUARTER_SIN, turns)
     limit = math.radians(max_rotation)
     angle = _between(draws[3], -limit, limit)

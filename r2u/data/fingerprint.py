@@ -37,6 +37,7 @@ from r2u import files
 from r2u.data import components
 from r2u.data import distance
 
+FILENAME = "fingerprint.json"  # beside manifest.json in a prepared folder
 MAX_SIDE = 1024
 SAMPLES_PER_CASE = 10_000
 SEED = 1234

@@ -13,7 +13,8 @@ The layout is detected from what the folder holds:
 
 `listing` finds the cases and holds `VALIDATION_FRACTION` of the training cases
 (or `validation_count`) out as the validation split, drawn at random but fixed
-by the seed; `read_example` reads one case at its native size: the image, its
+by the seed, unless the folder names them: fold 0 of nnU-Net's
+`splits_final.json` ([{"train": [...], "val": [...]}, ...]); `read_example` reads one case at its native size: the image, its
 label map as class indices, and the FOV, 0 on the ignore label so those pixels
 are neither trained on nor scored. Every problem is a `DataError` of one line
 naming the file.
@@ -22,6 +23,7 @@ naming the file.
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -32,6 +34,7 @@ from r2u.data import imageio
 from r2u.data import labels as labels_lib
 from r2u.data import nnunet
 
+SPLITS_FILE = "splits_final.json"  # nnU-Net's folds; fold 0 names the validation
 VALIDATION_FRACTION = 0.2
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 LABELS_FILE = "labels.json"
@@ -151,6 +154,29 @@ def hold_out(train: list[dict], count: int | None, seed: int,
             [e for e in train if e["id"] in held])
 
 
+def _named_validation(data_dir: str, train: list[dict]):
+    """(train, validation) from `splits_final.json` (nnU-Net's folds: a list of
+    {"train": [ids], "val": [ids]}; fold 0's "val" is held out), or None without it."""
+    path = os.path.join(data_dir, SPLITS_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            held = set(json.load(f)[0]["val"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise errors.DataError(f"{path}: not nnU-Net folds [{{\"train\": [...], "
+                               f"\"val\": [...]}}, ...] ({e})") from e
+    unknown = sorted(held - {e["id"] for e in train})
+    if unknown:
+        raise errors.DataError(f"{path}: validation case {unknown[0]!r} is not a "
+                               "training case of the folder")
+    if not held or len(held) >= len(train):
+        raise errors.DataError(f"{path}: fold 0 must hold out 1 to {len(train) - 1} "
+                               f"cases, not {len(held)}")
+    return ([e for e in train if e["id"] not in held],
+            [e for e in train if e["id"] in held])
+
+
 def listing(data_dir: str, validation_count: int | None = None,
             seed: int = 0) -> Listing:
     """Finds the layout and the cases of `data_dir`, and splits them.
@@ -171,7 +197,14 @@ def listing(data_dir: str, validation_count: int | None = None,
         raise errors.DataError(
             f"{data_dir}: neither an nnU-Net v2 raw dataset (dataset.json, imagesTr/, "
             "labelsTr/) nor image/label pairs (train/images/, train/masks/)")
-    train, validation = hold_out(found["train"], validation_count, seed, data_dir)
+    named = _named_validation(data_dir, found["train"])
+    if named is not None and validation_count is None:
+        train, validation = named
+        drawn = f"the {len(validation)} cases of fold 0 of {SPLITS_FILE}"
+    else:
+        train, validation = hold_out(found["train"], validation_count, seed, data_dir)
+        drawn = (f"{len(validation)} of the {len(found['train'])} training cases at "
+                 f"random (seed {seed})")
     splits = {"train": train, "validation": validation}
     if found["test"]:
         splits["test"] = found["test"]
@@ -179,8 +212,7 @@ def listing(data_dir: str, validation_count: int | None = None,
     test = f"{test} ({len(found['test'])} cases)" if found["test"] else "none"
     description = (
         f"Folder dataset ({kind}), {found['channels']} channel(s). Validation = "
-        f"{len(validation)} of the {len(found['train'])} training cases at random "
-        f"(seed {seed}); test = {test}. 16-bit images windowed to 8 bits between "
+        f"{drawn}; test = {test}. 16-bit images windowed to 8 bits between "
         "their 0.1 and 99.9 percentiles; pixels of the ignore label have fov 0.")
     return Listing(layout, data_dir, splits, found["channels"], found["label_files"],
                    description, found["labels"])

@@ -22,6 +22,7 @@ def random_patches(
     geometric: bool = False,
     max_rotation: float = 15.0,
     scale_range: tuple[float, float] = (0.9, 1.1),
+    mirror: bool = True,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Cuts `num` random `patch_size`^2 patches centred inside the FOV.
 
@@ -44,6 +45,7 @@ def random_patches(
         geometric: randomly transform each patch (`augment.random_affines`).
         max_rotation: largest small rotation in degrees, if `geometric`.
         scale_range: (min, max) zoom factor, if `geometric`.
+        mirror: allow flips, if `geometric` (`augment.random_affines`).
 
     Returns:
         (images [num, P, P, C], masks [num, P, P(, 1)], fovs like masks), with
@@ -60,7 +62,7 @@ def random_patches(
         return tuple(_gather_windows(x, index, height, width)
                      for x in (image, mask, fov))
     matrices = augment.random_affines(augment.fold_in(seed, 2), [num],
-                                      max_rotation, scale_range)
+                                      max_rotation, scale_range, mirror=mirror)
     m = matrices[:, :, :, None, None]  # [num, 2, 2, 1, 1]
     offsets = tf.range(patch_size, dtype=tf.float32) - half
     dy, dx = offsets[:, None], offsets[None, :]  # [P, 1], [1, P]

@@ -40,8 +40,10 @@ def make_dataset(
     patch_size: int | None = None,
     patches_per_image: int = 8,
     image_size: int | tuple[int, int] | None = None,
+    scale: float | None = None,
     preprocessing: config.Preprocessing | None = None,
     augment: bool = True,
+    mirror: bool = True,
     seed: int = 0,
     cache: bool = True,
     shuffle_buffer: int = 256,
@@ -63,9 +65,14 @@ def make_dataset(
         patches_per_image: patches cut from each augmented image.
         image_size: resize images (bilinear) and masks (nearest) to this
             int or (height, width) before caching, in both modes.
+        scale: resample images (bilinear, antialiased) and masks (nearest) by
+            this factor before caching, in both modes (the plan's training
+            scale); sizes may then vary, so whole-image training needs
+            `image_size` instead.
         preprocessing: the model's preprocessing spec (`preprocess.apply`);
             None: as stored, no contrast. Channels None: as stored.
         augment: random geometric + photometric augmentation in training.
+        mirror: flips among the geometric augmentations (off for sided classes).
         seed: seeds shuffling, augmentation and patch sampling.
         cache: cache decoded examples in memory.
         shuffle_buffer: examples (and, with patches, patches) in the shuffle
@@ -88,7 +95,9 @@ def make_dataset(
         spec = dataclasses.replace(spec, channels=stored)
     channels = spec.channels
     files = _files_for_pipeline(data.shard_paths(split), input_context)
-    size = _size(image_size, data.image_shape)
+    if image_size is not None and scale is not None:
+        raise ValueError("give image_size or scale, not both")
+    size = _size(image_size, None if scale else data.image_shape)
     if training and patch_size is None and size is None:
         raise ValueError(
             f"{data.path}: images vary in size; whole-image training needs "
@@ -99,7 +108,7 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                        num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.map(_no_autograph(lambda s: _decode(s, with_mask2, stored, size)),
+    ds = ds.map(_no_autograph(lambda s: _decode(s, with_mask2, stored, size, scale)),
                 num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
@@ -114,7 +123,7 @@ def make_dataset(
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.repeat().enumerate()
     train_fn = _train_fn(prepare, channels, augment, patch_size, patches_per_image,
-                         seed, spec.standardize_in_fov)
+                         seed, spec.standardize_in_fov, mirror)
     ds = ds.map(_no_autograph(train_fn), num_parallel_calls=AUTOTUNE)
     if patch_size is not None:
         ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed + 1)
@@ -150,10 +159,19 @@ def _size(image_size, image_shape) -> tuple[int, int] | None:
     return None
 
 
-def _decode(serialized, with_mask2: bool, channels: int, size) -> dict:
-    """Parses one record; resizes it to `size` or pins its static shape."""
+def _decode(serialized, with_mask2: bool, channels: int, size, scale=None) -> dict:
+    """Parses one record; resizes it to `size` (or by `scale`) or pins its static
+    shape."""
     example = tfrecord.parse(serialized, with_mask2=with_mask2, channels=channels)
     planes = ["mask", "fov"] + (["mask2"] if with_mask2 else [])
+    if scale is not None and scale != 1:
+        shape = tf.cast(tf.shape(example["image"])[:2], tf.float32)
+        size = tf.cast(tf.maximum(tf.round(shape * scale), 1.0), tf.int32)
+        resized = tf.image.resize(example["image"], size, antialias=True)
+        example["image"] = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+        for key in planes:
+            example[key] = tf.image.resize(example[key], size, method="nearest")
+        return example
     if size is None:
         return example
     image = example["image"]
@@ -190,7 +208,8 @@ def _eval_example(example: dict, prepare) -> dict:
 
 
 def _train_fn(prepare, channels: int, augment: bool, patch_size,
-              patches_per_image: int, seed: int, standardize_in_fov: bool):
+              patches_per_image: int, seed: int, standardize_in_fov: bool,
+              mirror: bool = True):
     """Returns the map fn (index, example) -> augmented, standardised output."""
 
     def fn(index, example):
@@ -205,12 +224,13 @@ def _train_fn(prepare, channels: int, augment: bool, patch_size,
             # Colours change on the whole image; geometry per patch, below.
             image = augment_lib.jitter(image, aug_seed)
         elif augment:
-            image, mask, fov = augment_lib.augment(image, mask, fov, aug_seed)
+            image, mask, fov = augment_lib.augment(image, mask, fov, aug_seed,
+                                                   mirror=mirror)
         image = prepare(image, fov)  # On the full image, before patching.
         if patch_size is not None:
             image, mask, fov = patches.random_patches(
                 image, mask, fov, patch_size, patches_per_image, patch_seed,
-                geometric=augment)
+                geometric=augment, mirror=mirror)
             if standardize_in_fov:  # Bilinear sampling blurs the FOV border.
                 image *= tf.cast(fov != 0, image.dtype)
         return _outputs(image, mask, fov)

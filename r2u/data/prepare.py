@@ -1,4 +1,5 @@
-"""Prepares a dataset: raw files (or synthetic) -> TFRecord shards + manifest.
+"""Prepares a dataset: raw files (or synthetic) -> TFRecord shards + manifest, and the
+fingerprint of its training split (`fingerprint.json`, read by `r2u.data.plan`).
 
 `prepare` lists the sources, computes a fingerprint of the options, the
 source files (relative path and sha256 of the content) and the reader code,
@@ -24,6 +25,7 @@ from r2u import config
 from r2u import errors
 from r2u import files
 from r2u.data import folder
+from r2u.data import fingerprint as fingerprint_lib
 from r2u.data import imageio
 from r2u.data import isic
 from r2u.data import labels as labels_lib
@@ -258,17 +260,21 @@ def _shards(num_shards: int | None, count: int) -> int:
     return max(1, min(num_shards, count))
 
 
-def _write_all(staging, dataset, plan, num_shards, progress) -> dict:
-    """Writes every split into `staging`; returns the manifest body."""
+def _write_all(staging, dataset, plan, num_shards, progress) -> tuple[dict, dict]:
+    """Writes every split into `staging`; returns the manifest body and the
+    fingerprint of the training split (`r2u.data.fingerprint`)."""
     labels = plan["labels"]()
     where = plan["where"]
     splits, stats, mask2_splits = {}, _Stats(labels.num_classes), []
+    measure = fingerprint_lib.Fingerprinter(labels.names)
     for split, (count, make) in plan["splits"].items():
         if count == 0:
             continue
         split_stats = _Stats(labels.num_classes)
         stream = split_stats.watch(make(), split == "train",
                                    lambda done, s=split: progress(s, done, count))
+        if split == "train":  # the plan is derived from training images only
+            stream = _measured(stream, measure)
         splits[split] = tfrecord.write_split(staging, split, stream,
                                              _shards(num_shards, count))
         if split != "test":  # test may keep original sizes (ISIC)
@@ -293,13 +299,20 @@ def _write_all(staging, dataset, plan, num_shards, progress) -> dict:
             "mask2_splits": mask2_splits,
             "source_files": [p for p, _ in plan["sources"]],
             "preprocessing": plan["preprocessing"],
-            "format_version": manifest_lib.FORMAT_VERSION}
+            "format_version": manifest_lib.FORMAT_VERSION}, measure.result()
 
 
-def _commit(staging: str, out_dir: str, manifest: dict) -> None:
+def _measured(examples: Iterable[dict], measure) -> Iterator[dict]:
+    for example in examples:
+        measure.add(example)
+        yield example
+
+
+def _commit(staging: str, out_dir: str, manifest: dict, fingerprint: dict) -> None:
     old = manifest_lib.path(out_dir)
     if os.path.exists(old):
         os.remove(old)  # A half-replaced directory must not look complete.
+    fingerprint_lib.write(os.path.join(out_dir, fingerprint_lib.FILENAME), fingerprint)
     keep = set()
     for split in manifest["splits"].values():
         for shard in split["shards"]:
@@ -400,12 +413,12 @@ def prepare(dataset: str, data_dir: str | None, out_dir: str,
         raise OSError(f"{out_dir}: output folder is not writable "
                       f"({e.strerror or e})") from e
     try:
-        manifest = _write_all(staging, dataset, plan, num_shards,
-                              progress or _log_progress)
+        manifest, measured = _write_all(staging, dataset, plan, num_shards,
+                                        progress or _log_progress)
         manifest.update(fingerprint=fingerprint, options={
             "image_size": plan["size"], "num_shards": num_shards,
             "limit": limit, "seed": seed, "validation_count": validation_count})
-        _commit(staging, out_dir, manifest)
+        _commit(staging, out_dir, manifest, measured)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logging.info("prepared %s into %s", dataset, out_dir)

@@ -12,11 +12,14 @@ channels, image shape) is an attribute, not another read.
 
 import dataclasses
 import os
-from typing import Dict, Optional, Tuple, Union
+import re
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import tensorflow as tf
+from absl import logging
 
 from r2u import errors
+from r2u.data import fingerprint as fingerprint_lib
 from r2u.data import manifest as manifest_lib
 from r2u.data import pipeline
 from r2u.data import tfrecord
@@ -81,6 +84,48 @@ class PreparedData:
     def verify(self, full: bool = False, splits=None) -> None:
         """Checks the shards against the manifest (`manifest.verify`); no re-read."""
         manifest_lib.verify(self.path, full=full, splits=splits, manifest=self.manifest)
+
+    def examples(self, split: str, with_mask2: bool = False) -> Iterator[Dict]:
+        """The examples of `split` as numpy, in file order, unpreprocessed:
+        {"id": str, "image": uint8 [H, W, C], "mask", "fov" (and "mask2" if asked):
+        uint8 [H, W]}.
+
+        Raises:
+          DataError: naming a shard that is missing, of the wrong size (a shard cut
+            at a record boundary reads without error, one image short) or unreadable.
+        """
+        self.verify(splits=[split])
+        for file in self.shard_paths(split):
+            records = tf.data.TFRecordDataset(file).map(
+                lambda s: tfrecord.parse(s, with_mask2=with_mask2))
+            try:
+                for example in records.as_numpy_iterator():
+                    out = {"id": example["id"].decode("utf-8"),
+                           "image": example["image"]}
+                    for key in ("mask", "fov", "mask2"):
+                        if key in example:
+                            out[key] = example[key][..., 0]
+                    yield out
+            except tf.errors.OpError as e:
+                # Drop TF's "{{function_node ...}}" and "[Op:...]" wrapping.
+                reason = " ".join(re.sub(r"\{\{.*?\}\}|\[Op:.*", "",
+                                         e.message).split())
+                raise errors.DataError(f"{file}: corrupt shard ({reason[:300]}); "
+                                       "re-run bin/prepare") from e
+
+    def fingerprint(self) -> Dict:
+        """The training split's fingerprint (`r2u.data.fingerprint`): written at
+        preparation; measured now (and saved) for folders prepared before it was."""
+        path = os.path.join(self.path, fingerprint_lib.FILENAME)
+        if os.path.isfile(path):
+            return fingerprint_lib.load(path)
+        logging.info("%s: measuring the training split's fingerprint", self.path)
+        measured = fingerprint_lib.compute(self.examples("train"), self.classes)
+        try:
+            fingerprint_lib.write(path, measured)
+        except OSError:  # a read-only prepared folder: measure again next time
+            pass
+        return measured
 
     def dataset(self, split: str, **kwargs) -> tf.data.Dataset:
         """The tf.data pipeline of `split`: `pipeline.make_dataset`'s keyword args."""

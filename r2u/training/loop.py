@@ -30,6 +30,8 @@ from r2u.training import run_record
 from r2u.training import summaries
 from r2u.training import step as step_lib
 from r2u.data import prepared
+from r2u.evaluation import evaluate
+from r2u.evaluation import selection
 
 # The compiled step is part of the training API.
 State = step_lib.State
@@ -65,7 +67,7 @@ class Run:
 def train(exp: config_lib.Experiment, model_dir: str,
           data: Union[prepared.PreparedData, str], resume: bool = False,
           strategy: Optional[tf.distribute.Strategy] = None,
-          resume_overrides: bool = False) -> Dict:
+          resume_overrides: bool = False, deadline: Optional[float] = None) -> Dict:
     """Trains `exp` on a prepared dataset (or its folder); returns the final summary.
 
     Under a multi-worker strategy every worker calls this with the same arguments: only
@@ -78,6 +80,9 @@ def train(exp: config_lib.Experiment, model_dir: str,
     `exp` that differs from `config.json` (but for `inference`, which training fills
     in) unless `resume_overrides`, which also lets a run that stopped early go on.
 
+    `deadline` (a `time.time()`), the end the budget planned, is shown by the progress
+    line.
+
     Raises FloatingPointError naming the step and the last good checkpoint at the first
     step whose loss or gradient is not finite in float32/bfloat16 (float16 skips such
     steps instead), and DataError naming the shard when a record is corrupt (found by
@@ -85,6 +90,7 @@ def train(exp: config_lib.Experiment, model_dir: str,
     """
     strategy = strategy or tf.distribute.get_strategy()
     data = prepared.of(data)  # the one read of the manifest
+    check_matches(exp, data)
     with distribute.worker_dir(strategy, model_dir) as out_dir:
         run_record.check_resume(exp, model_dir, resume, resume_overrides)
         files.write_atomic(os.path.join(out_dir, "config.json"), exp.to_json().encode())
@@ -93,8 +99,20 @@ def train(exp: config_lib.Experiment, model_dir: str,
         if resume_overrides:  # new settings may train on after an early stop
             run.epochs.done["stopped"] = False
         with _failures(run):
-            _fit(run)
+            _fit(run, deadline)
         return _finish(run)
+
+
+def check_matches(exp: config_lib.Experiment, data: prepared.PreparedData) -> None:
+    """Refuses a network whose head, or a headline whose kind, does not fit the data."""
+    if exp.model.num_classes != data.num_classes:
+        raise ValueError(f"{data.path}: the data has {data.num_classes} classes "
+                         f"({', '.join(data.classes)}) but the model's head has "
+                         f"num_classes={exp.model.num_classes}")
+    if (exp.data.headline == "mean_dice") != (data.num_classes > 2):
+        raise ValueError(f"headline {exp.data.headline!r} does not suit "
+                         f"{data.num_classes} classes: binary datasets use pooled_f1 or "
+                         "per_image_jaccard, K-class ones mean_dice")
 
 
 def _start(exp, data, model_dir: str, out_dir: str, strategy) -> Run:
@@ -166,9 +184,10 @@ def _failures(run: Run):
         run.epochs.writers.flush()  # TensorBoard has every summary of the run
 
 
-def _fit(run: Run) -> None:
+def _fit(run: Run, deadline: Optional[float] = None) -> None:
     """Epochs of steps, each ended by the latest checkpoint and `epochs.end`."""
-    progress = summaries.Progress(run.total_steps, run.exp.train.batch_size)
+    progress = summaries.Progress(run.total_steps, run.exp.train.batch_size,
+                                  deadline=deadline)
     done, per_epoch = run.done, run.steps_per_epoch
     if done > run.epochs.done["step"] and (done % per_epoch == 0
                                            or done == run.total_steps):
@@ -240,18 +259,34 @@ def _finish(run: Run) -> Dict:
     if run.best.latest_checkpoint:
         run.best.checkpoint.restore(run.best.latest_checkpoint).expect_partial()
     distribute.copy_variables(run.state.model, run.plain)
-    # The operating point chosen on validation travels with the model.
+    # The operating point (and inference mode) chosen on validation travel with the model.
     exp = dataclasses.replace(run.exp, inference=dataclasses.replace(
         run.exp.inference, threshold=best_record.get("threshold", 0.5)))
+    chosen = None
+    if _needs_selection(exp):
+        chosen = selection.choose(run.plain, exp, list(evaluate.raw_examples(
+            run.data, "validation")), run.data.classes)
+        exp = dataclasses.replace(exp, inference=dataclasses.replace(
+            exp.inference, mode=chosen["mode"], window=chosen["window"],
+            threshold=chosen["threshold"]))
     files.write_atomic(os.path.join(run.out_dir, "config.json"), exp.to_json().encode())
     if distribute.is_chief(run.strategy):
         export.save(run.plain, os.path.join(run.model_dir, "export"), exp)
     distribute.barrier(run.strategy)  # workers end together, none looks crashed to another
     summary = {"steps": steps, "best_step": run.done, "headline": exp.data.headline,
                "best_validation_score": best_record.get("score"),
-               "threshold": exp.inference.threshold, "history": history}
+               "threshold": exp.inference.threshold, "history": history,
+               "inference_mode": exp.inference.mode, "selection": chosen}
     files.write_json(os.path.join(run.out_dir, "summary.json"), summary)
     return summary
+
+
+def _needs_selection(exp: config_lib.Experiment) -> bool:
+    """Whether validation must choose again after training: several inference modes,
+    or images resampled (the epochs scored them at training scale, not their own)."""
+    return len(selection.candidates(exp.inference)) > 1 or bool(
+        exp.data.scale and exp.data.scale != 1) or (
+        exp.data.dataset == "folder" and exp.data.image_size is not None)
 
 
 def training_dataset(data: prepared.PreparedData, exp: config_lib.Experiment,
@@ -263,8 +298,10 @@ def training_dataset(data: prepared.PreparedData, exp: config_lib.Experiment,
         "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
         training=True, patch_size=cut.patch_size,
         patches_per_image=cut.patches_per_image, preprocessing=exp.preprocessing,
-        augment=cut.augment, seed=cfg.seed, cache=cut.cache,
-        input_context=ctx).skip(distribute.batches_to_skip(ctx, done))
+        augment=cut.augment, mirror=cut.flip_left_right, seed=cfg.seed,
+        cache=cut.cache, input_context=ctx,
+        **epochs_lib.evaluation_resampling(exp)).skip(
+            distribute.batches_to_skip(ctx, done))
 
 
 def steps_per_epoch(data: prepared.PreparedData, exp: config_lib.Experiment) -> int:
@@ -283,4 +320,8 @@ def _class_weights(spec: str, data: prepared.PreparedData):
         return None
     if spec == "auto":
         return list(data.class_weights)
-    return config_lib.parse_pair(spec)
+    weights = config_lib.parse_weights(spec)
+    if len(weights) != data.num_classes:
+        raise ValueError(f"class_weights {spec!r} has {len(weights)} weights for "
+                         f"{data.num_classes} classes")
+    return weights
