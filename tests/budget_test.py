@@ -43,7 +43,7 @@ class BudgetTest(tf.test.TestCase):
         steps, validations = exp.train.steps, got["validations"]
         self.assertEqual(steps % validations, 0)
         self.assertEqual(exp.train.steps_per_epoch * validations, steps)
-        spent = (3 * 10.0 + validations * 4.0 + got["end_seconds"]
+        spent = (2 * 10.0 + validations * 4.0 + got["end_seconds"]
                  + steps * measured["step_seconds"])
         self.assertLessEqual(spent, 600)  # the whole schedule fits ...
         self.assertGreater(spent, budget.SAFETY * 600 - 2 * validations * 0.5)  # fills it

@@ -340,5 +340,6 @@ def _class_table(result: Dict) -> str:
             if name != result["data"]["classes"][0]]
         for label, scores in rows:
             lines.append(f"{label[:24] + ' ' + kind:36s}" + "".join(
-                f"{scores[n]:12.4f}" for n in names))
+                f"{'-':>12s}" if scores[n] is None else f"{scores[n]:12.4f}"
+                for n in names))
     return "\n".join(lines)

@@ -5,8 +5,9 @@ agree, on another fundus set tiles won by 0.12 F1. So each candidate the plan na
 (whole images; sliding windows of the training patch, Gaussian-weighted) predicts the
 validation split as the export will (raw images, resampled and back, scored at their
 own resolution), binary models get their threshold for that mode by the headline
-metric, and the best mode wins (ties: whole images, the cheaper). Test images play no
-part.
+metric, and the best mode wins. Sliding windows cost several whole-image passes, so
+they must win by `MARGIN`, more than the noise of a few validation images. Test
+images play no part.
 """
 
 import dataclasses
@@ -21,6 +22,8 @@ from r2u.evaluation import classes as classes_lib
 from r2u.evaluation import operating_point
 from r2u.data import preprocess
 from r2u.inference import export
+
+MARGIN = 0.005  # a dearer mode must beat whole images by this much
 
 
 def candidates(inference: config_lib.InferenceConfig) -> List[Dict]:
@@ -46,7 +49,10 @@ def choose(model, exp: config_lib.Experiment, examples: List[Dict],
                      f" {candidate['window']} px" if candidate["window"] else "",
                      exp.data.headline, score,
                      "" if threshold is None else f" at threshold {threshold:.2f}")
-    best = max(tried, key=lambda t: (t["score"], t["mode"] == "whole"))
+    best = tried[0]  # whole images
+    for other in tried[1:]:
+        if other["score"] > best["score"] + MARGIN:
+            best = other
     return {**best, "tried": tried}
 
 

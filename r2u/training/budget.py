@@ -56,7 +56,7 @@ def fit(exp: config_lib.Experiment, data: prepared.PreparedData, deadline: float
     # and the export; before it, the real run compiles its step again.
     end = validation * _native_pixels(exp, data) * (
         1 + (SLIDING_COST if exp.inference.window else 0))
-    fixed = 3 * measured["compile_seconds"] + validations * validation + end
+    fixed = 2 * measured["compile_seconds"] + validations * validation + end
     steps = int(SAFETY * (left - fixed) / measured["step_seconds"])
     if steps < 2 * validations:
         raise ValueError(
