@@ -26,9 +26,10 @@ CLASS_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
-    """[H, W, 1 | 3 | 4] -> [H, W, 3]: gray repeated, alpha dropped."""
+    """[H, W, C] -> [H, W, 3]: RGB as is (alpha or a 4th channel dropped), else the
+    first channel as gray (one channel, or two such as T2 and ADC)."""
     image = np.asarray(image)
-    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    return image[..., :3] if image.shape[-1] >= 3 else np.repeat(image[..., :1], 3, -1)
 
 
 def gray(values: np.ndarray) -> np.ndarray:

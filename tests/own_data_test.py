@@ -158,6 +158,51 @@ if __name__ == "__main__":
     tf.test.main()
 
 
+class NnunetPredictTest(tf.test.TestCase):
+
+    def test_an_nnunet_folder_of_two_channels_trains_and_predicts_by_case(self):
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        raw = os.path.join(root, "raw")
+        rng = np.random.default_rng(0)
+        os.makedirs(raw)
+        with open(os.path.join(raw, "dataset.json"), "w") as f:
+            json.dump({"channel_names": {"0": "T2", "1": "ADC"}, "numTraining": 4,
+                       "labels": {"background": 0, "lesion": 1, "organ": 2},
+                       "file_ending": ".png"}, f)
+        for n in range(6):
+            images, labels = ("imagesTr", "labelsTr") if n < 4 else ("imagesTs", None)
+            size = (32, 48) if n < 5 else (40, 24)  # the last: a size never trained on
+            for c in range(2):
+                path = os.path.join(raw, images, f"case_{n}_{c:04d}.png")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, size, np.uint8)).save(path)
+            if labels:
+                label = np.zeros(size, np.uint8)
+                label[2:10, 2:10], label[12:20, 20:30] = 1, 2
+                path = os.path.join(raw, labels, f"case_{n}.png")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                Image.fromarray(label).save(path)
+        prepare.prepare("folder", raw, os.path.join(root, "data"), validation_count=1)
+        data = prepared.load(os.path.join(root, "data"))
+        self.assertEqual((data.channels, data.num_classes), (2, 3))
+        planned = plan_lib.make(data.fingerprint(), data.classes, data.channels)
+        exp = tiny(plan_lib.apply(planned, config.preset("folder")), steps=2)
+        loop.train(exp, os.path.join(root, "run"), data)
+        predictor = loading.load(os.path.join(root, "run"))
+        from r2u.inference import predict
+        inputs = predict.dataset_inputs(raw)
+        self.assertEqual([c["id"] for c in inputs], ["case_4", "case_5"])
+        out = os.path.join(root, "predictions")
+        failures = predict.predict_all(predictor, inputs, out,
+                                       predict.Options(threshold=0.5))
+        self.assertEqual(failures, [])
+        labels = np.asarray(Image.open(os.path.join(out, "case_5_labels.png")))
+        self.assertEqual(labels.shape, (40, 24))
+        self.assertEqual(predict.dataset_inputs(os.path.join(raw, "imagesTs"))[1]["id"],
+                         "case_5")
+
+
 class DriveAsFolderTest(tf.test.TestCase):
     """DRIVE written as an nnU-Net folder (field of view as the ignore label) trains
     as the dedicated reader does: the same examples, the same scores."""

@@ -10,6 +10,9 @@ palette PNG whose values are the class indices, one fixed colour per class) and
 <name>_overlay.png (the classes tinted over the image, with a legend). Names are sanitised so nothing is written outside --out_dir; files in a
 subfolder are named <subfolder>__<name>. Gray and RGB inputs are converted to what the
 model expects. Images larger than --max_side or --max_pixels are predicted in tiles.
+--input may also be a folder dataset (`r2u-train --dataset=folder`): an nnU-Net
+dataset (or its imagesTs/), whose cases' channel files are read together and named by
+case, or a train/ + test/ pairs folder, whose test/images are predicted.
 Loading a model runs what it contains: use only model folders you trust.
 
 A file that cannot be read is reported on stderr (one line naming it and the problem)
@@ -27,6 +30,7 @@ cli.setup()  # before TensorFlow is imported
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from r2u import errors  # noqa: E402
 from r2u import files  # noqa: E402
 from r2u.inference import predict  # noqa: E402
 
@@ -71,7 +75,13 @@ def main(argv):
     options = predict.Options(threshold=threshold, tile=_MODEL.tile.value,
                               stride=_MODEL.stride.value, max_side=_MAX_SIDE.value,
                               max_pixels=_MAX_PIXELS.value, auto_tile=_AUTO_TILE.value)
-    inputs = predict.list_inputs(_INPUT.value, exclude=_OUT_DIR.value)
+    try:
+        inputs = predict.dataset_inputs(_INPUT.value)
+    except errors.DataError as e:
+        print(f"predict: error: {e}", file=sys.stderr)
+        return 2
+    if inputs is None:
+        inputs = predict.list_inputs(_INPUT.value, exclude=_OUT_DIR.value)
     if not inputs:
         print(f"predict: error: {_INPUT.value}: no image files found", file=sys.stderr)
         return 2

@@ -101,14 +101,12 @@ def _channel_files(images: str, ending: str) -> dict[str, dict[int, str]]:
     return cases
 
 
-def cases(images: str, labels: str, ending: str, channels: int) -> list[dict]:
-    """The cases of `images` with their label maps in `labels`, sorted by id.
+def image_cases(images: str, ending: str, channels: int) -> list[dict]:
+    """The cases of `images` (their channel files), sorted by id.
 
     Raises:
-      DataError: a gap in a case's channel files, more files than channels, an
-        image without label or a label without image.
+      DataError: a gap in a case's channel files, or more files than channels.
     """
-    label_files = visible_files(labels, ending, fold_case=False)
     entries = []
     for case, files in sorted(_channel_files(images, ending).items()):
         stem = os.path.join(images, case)
@@ -120,13 +118,27 @@ def cases(images: str, labels: str, ending: str, channels: int) -> list[dict]:
         if count > channels:
             raise errors.DataError(f"{files[count - 1]}: channel {count - 1}, but "
                                    f"dataset.json channel_names has {channels}")
-        label = os.path.join(labels, case + ending)
-        if case + ending not in label_files:
-            raise errors.DataError(f"{files[0]}: image without label (expected "
-                                   f"{label})")
         entries.append({"id": case, "layout": "nnunet", "channels": channels,
-                        "images": [files[i] for i in range(count)], "mask": label,
+                        "images": [files[i] for i in range(count)],
                         "missing": f"{stem}_{count:04d}{ending}"})
+    return entries
+
+
+def cases(images: str, labels: str, ending: str, channels: int) -> list[dict]:
+    """The cases of `images` with their label maps in `labels`, sorted by id.
+
+    Raises:
+      DataError: a gap in a case's channel files, more files than channels, an
+        image without label or a label without image.
+    """
+    label_files = visible_files(labels, ending, fold_case=False)
+    entries = image_cases(images, ending, channels)
+    for entry in entries:
+        label = os.path.join(labels, entry["id"] + ending)
+        if entry["id"] + ending not in label_files:
+            raise errors.DataError(f"{entry['images'][0]}: image without label "
+                                   f"(expected {label})")
+        entry["mask"] = label
     known = {e["id"] + ending for e in entries}
     for name, path in label_files.items():
         if name not in known:

@@ -48,6 +48,7 @@ class InputSpec:
     window: Optional[int] = None
     overlap: float = 0.5
     classes: Tuple[str, ...] = ()  # names in index order; () = unnamed
+    sixteen_bit: str = "high_byte"  # how image files of 16 bits become 8 (imageio)
 
     @property
     def contrast(self) -> bool:
@@ -68,7 +69,8 @@ class InputSpec:
                    threshold=inference.threshold if inference.threshold is not None
                    else 0.5, scale=exp.data.scale, mode=inference.mode,
                    window=inference.window, overlap=inference.overlap,
-                   classes=tuple(exp.data.classes))
+                   classes=tuple(exp.data.classes),
+                   sixteen_bit="window" if exp.data.dataset == "folder" else "high_byte")
 
     @classmethod
     def from_info(cls, info: dict) -> "InputSpec":
@@ -82,7 +84,8 @@ class InputSpec:
                    threshold=float(info.get("threshold", 0.5)),
                    scale=info.get("scale"), mode=info.get("mode", "whole"),
                    window=info.get("window"), overlap=info.get("overlap", 0.5),
-                   classes=tuple(info.get("classes", ())))
+                   classes=tuple(info.get("classes", ())),
+                   sixteen_bit=info.get("sixteen_bit", "high_byte"))
 
     def for_model(self, model_cfg: config_lib.ModelConfig) -> "InputSpec":
         """This spec with the network's input channels filled in (or checked)."""

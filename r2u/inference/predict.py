@@ -30,6 +30,7 @@ from r2u.inference import loading
 from r2u import figures
 from r2u import files
 from r2u.data import imageio
+from r2u.data import nnunet
 from r2u.data import retina
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
@@ -91,6 +92,27 @@ def list_inputs(path: str, exclude: Optional[str] = None) -> List[str]:
     return found
 
 
+def dataset_inputs(path: str) -> Optional[List]:
+    """The test images of a folder dataset (`r2u.data.folder`), or None if `path` is
+    not one: an nnU-Net dataset (its imagesTs/) or images folder gives its cases, each
+    {"id", "images": channel files, ...}; a train/ + test/ pairs folder test/images.
+
+    Raises:
+      DataError: a bad dataset.json or case, naming the file.
+    """
+    meta = os.path.join(path, "dataset.json")
+    images = os.path.join(path, "imagesTs")
+    if not os.path.isfile(meta):
+        meta, images = os.path.join(os.path.dirname(os.path.abspath(path)),
+                                    "dataset.json"), path
+    if os.path.isfile(meta) and os.path.isdir(images):
+        channels, ending, _, _ = nnunet.read_dataset_json(meta)
+        return nnunet.image_cases(images, ending, channels)
+    if os.path.isdir(os.path.join(path, "train", "images")):
+        return list_inputs(os.path.join(path, "test", "images"))
+    return None
+
+
 def output_stem(path: str, root: Optional[str] = None) -> str:
     """The sanitised output name of input `path` (relative to folder `root`)."""
     rel = os.path.relpath(path, root) if root else os.path.basename(path)
@@ -112,9 +134,12 @@ def choose_tile(height: int, width: int, options: Options) -> int:
     return 0
 
 
-def predict_file(predictor: loading.Predictor, path: str, out_dir: str, stem: str,
+def predict_file(predictor: loading.Predictor, source, out_dir: str, stem: str,
                  options: Options) -> List[str]:
     """Predicts one image file and writes its PNGs (see the module docstring); returns their paths.
+
+    `source` is an image file, or an nnU-Net case (`dataset_inputs`) whose channel
+    files are stacked.
 
     Raises:
       DataError: the file cannot be read as an image.
@@ -124,11 +149,16 @@ def predict_file(predictor: loading.Predictor, path: str, out_dir: str, stem: st
     # One path component with no separator: the file lands directly in out_dir.
     if stem in ("", ".", "..") or "/" in stem or (os.altsep or "/") in stem or \
             os.sep in stem:
-        raise ValueError(f"{path}: output name {stem!r} would leave {out_dir}")
+        raise ValueError(f"{_name(source)}: output name {stem!r} would leave {out_dir}")
     names = class_names(predictor)
     suffixes = SUFFIXES if len(names) == 2 else CLASS_SUFFIXES
     targets = [os.path.join(out_dir, stem + suffix) for suffix in suffixes]
-    image = imageio.read_image(path, channels=None)  # uint8 [H, W, 1 | 3]
+    if isinstance(source, dict):
+        image, path = nnunet.read_image(source), source["images"][0]
+    else:  # uint8 [H, W, 1 | 3]
+        image = imageio.read_image(source, channels=None,
+                                   sixteen_bit=predictor.spec.sixteen_bit)
+        path = source
     height, width = image.shape[:2]
     multiple = 2**predictor.model_cfg.depth
     tile = -(-choose_tile(height, width, options) // multiple) * multiple  # round up
@@ -180,8 +210,10 @@ def predict_all(predictor: loading.Predictor, inputs: Sequence[str], out_dir: st
     """
     os.makedirs(out_dir, exist_ok=True)
     used, failures = set(), []
-    for index, path in enumerate(inputs, 1):
-        stem = output_stem(path, root)
+    for index, source in enumerate(inputs, 1):
+        path = _name(source)
+        stem = (files.safe_name(source["id"]) if isinstance(source, dict)
+                else output_stem(path, root))
         base, n = stem, 1
         while stem in used:  # two inputs sanitised to one name
             n += 1
@@ -189,7 +221,7 @@ def predict_all(predictor: loading.Predictor, inputs: Sequence[str], out_dir: st
         used.add(stem)
         error = None
         try:
-            predict_file(predictor, path, out_dir, stem, options)
+            predict_file(predictor, source, out_dir, stem, options)
         except Exception as e:  # pylint: disable=broad-except
             # One bad file (undecodable, too large, odd mode) must not stop the batch.
             error = " ".join(str(e).split())[:_MAX_ERROR] or type(e).__name__
@@ -203,3 +235,8 @@ def predict_all(predictor: loading.Predictor, inputs: Sequence[str], out_dir: st
         if report:
             report(index, len(inputs), path, error)
     return failures
+
+
+def _name(source) -> str:
+    """The file that names an input in messages: itself, or a case's first file."""
+    return source["images"][0] if isinstance(source, dict) else source
