@@ -7,6 +7,7 @@
     python benchmarks/tables.py ablation benchmarks/results/isic-r2unet.json \
         benchmarks/results/isic-r2unet-*.json        # the first file is the baseline
     python benchmarks/tables.py modes benchmarks/results/inference-modes-*.json
+    python benchmarks/tables.py budget benchmarks/results/{drive,isic,usgra}-*-{15,30,60}.json
 
 Tables are printed, never typed by hand, so the README quotes exactly what was measured.
 """
@@ -166,8 +167,33 @@ def modes_table(paths) -> str:
     return "\n".join(rows)
 
 
+def budget_table(paths) -> str:
+    """Folder runs with the plan's defaults against their time budget: test pooled Dice
+    (F1; for K classes the mean over foreground classes) and per-image Jaccard."""
+    rows = ["| dataset | arch | budget (min) | wall (min) | steps | input | inference | "
+            "pooled Dice | per-image Jaccard | per class (pooled Dice) |",
+            "|---|---|---:|---:|---:|---|---|---:|---:|---|"]
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        data, ev = r["config"]["data"], r["evaluation"]
+        size = data["image_size"] or (f"x{data['scale']}" if data["scale"] else "native")
+        size = "x".join(map(str, size)) if isinstance(size, list) else size
+        cut = f"patches {data['patch_size']}" if data["patch_size"] else "whole"
+        classes = ev["pooled"]["per_class"]
+        per_class = ", ".join(f"{c} {s['dice']:.3f}" for c, s in classes.items()
+                              if c != "background" and s["dice"] is not None)
+        rows.append(f"| {os.path.basename(path).split('-')[0]} | {r['arch']} | "
+                    f"{r['config']['train']['max_minutes']:g} | "
+                    f"{r['train_seconds'] / 60:.1f} | {r['steps']} | {size}, {cut} | "
+                    f"{ev['inference']['mode']} | {ev['pooled']['dice']:.4f} | "
+                    f"{ev['per_image_mean']['jaccard']:.4f} | {per_class} |")
+    return "\n".join(rows)
+
+
 TABLES = {"bench": lambda paths: bench_table(paths[0]), "results": results_table,
-          "scaling": lambda paths: scaling_table(paths[0]), "ablation": ablation_table, "modes": modes_table}
+          "scaling": lambda paths: scaling_table(paths[0]), "ablation": ablation_table,
+          "modes": modes_table, "budget": budget_table}
 
 
 def main(argv):
