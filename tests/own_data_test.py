@@ -131,6 +131,9 @@ class OwnDataTest(tf.test.TestCase, parameterized.TestCase):
                   f"--model_dir={model_dir}", "--steps=4", "--steps_per_epoch=2",
                   "--filters=4", "--depth=2", "--batch_size=4", "--validation_count=2")
         self.assertIn("train.batch_size = 4  (overridden", out)
+        # The progress line and the epoch line name each class's Dice.
+        self.assertRegex(out, r"step \d+/4 .* loss \S+ dice \S+ \(class1 \S+, class2")
+        self.assertRegex(out, r"validation mean_dice \S+ \(class1 \S+, class2 \S+\)")
         with open(os.path.join(model_dir, "plan.json")) as f:
             written = json.load(f)
         self.assertEqual(written["overridden"]["train.batch_size"], 4)

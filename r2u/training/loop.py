@@ -236,7 +236,12 @@ def _epoch(run: Run, loops: _Loops, progress: summaries.Progress, done: int) -> 
 
 
 def _log(run: Run, progress: summaries.Progress, done: int, out: Dict) -> None:
-    progress.update(done, float(out["loss"]))
+    note = ""
+    if run.data.num_classes > 2:  # the epoch's Dice of each class so far
+        scores = epochs_lib.train_dice(run.state, run.data.classes)
+        note = "dice " + epochs_lib.dice_text(scores["dice"], {
+            k[5:]: v for k, v in scores.items() if k.startswith("dice/")})
+    progress.update(done, float(out["loss"]), note)
     rate = {"images_per_second": progress.rate} if progress.rate else {}
     run.epochs.writers.scalars("train", done, loss=out["loss"],
                                grad_norm=out["grad_norm"],

@@ -129,7 +129,9 @@ class Progress:
                                                                  self._start[0])
         return now - self._start[0] - self._excluded
 
-    def update(self, step: int, loss: float) -> None:
+    def update(self, step: int, loss: float, note: str = "") -> None:
+        """Logs the line of `step`; `note` (e.g. the Dice of each class) follows the
+        loss."""
         if self._start is None:
             self._start = (self._clock(), step)
         else:
@@ -140,6 +142,8 @@ class Progress:
         bar = "=" * int(frac * self.width)
         line = "step %d/%d [%-*s] %3d%% loss %.4f" % (
             step, self.total, self.width, bar[:-1] + ">" if bar else "", 100 * frac, loss)
+        if note:
+            line += " " + note
         if self.rate:
             eta = max(self.total - step, 0) * self.batch_size / self.rate
             line += " %.1f img/s ETA %s" % (self.rate, self._hms(eta))
