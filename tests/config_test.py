@@ -11,7 +11,7 @@ from r2u import config
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A config.json of the layout before the preprocessing spec (a DRIVE run of session 4).
+# A config.json of the layout before the preprocessing spec (a DRIVE run of the one-hour recipe).
 _OLD = {"data": {"augment": True, "cache": True, "contrast": True, "data_dir": None,
                  "dataset": "drive", "headline": "pooled_f1", "image_size": None,
                  "patch_size": 48, "patches_per_image": 64, "validation_count": None},
