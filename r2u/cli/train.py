@@ -122,6 +122,12 @@ def experiment(exp: config.Experiment) -> config.Experiment:
         changes = {k: h.value for k, h in holders.items() if h.value is not None}
         if changes.get("window") == 0:
             changes["window"] = None
+        # One way to resize: a size given on the command line replaces a planned
+        # factor, and a factor a planned size.
+        if "image_size" in changes:
+            changes["scale"] = None
+        elif "scale" in changes:
+            changes["image_size"] = None
         parts[part] = dataclasses.replace(getattr(exp, part), **changes)
     model = dataclasses.replace(parts["model"], arch=_ARCH.value,
                                 seed=parts["train"].seed,
