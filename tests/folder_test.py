@@ -21,6 +21,7 @@ from r2u.data import manifest as manifest_lib
 from r2u.data import nnunet
 from r2u.data import prepare
 from r2u.data import prepared
+from r2u.data import sources
 from r2u.data import tfrecord
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -326,7 +327,7 @@ class SplitTest(tf.test.TestCase):
     def test_reader_code_and_labels_json_are_fingerprinted(self):
         raw, out = _tmpdir(self), _tmpdir(self)
         _pairs(raw, values=(0, 1), labels={"background": 0, "lesion": 1})
-        plan = prepare._plan("folder", raw, None, None, None, 0, None)
+        plan = sources.find("folder", raw, None, None, None, 0, None)
         for module in (folder, nnunet, labels_lib):
             self.assertIn(module.__file__, plan["code"])
         first = prepare.prepare("folder", raw, out)

@@ -324,6 +324,30 @@ class TrainLoopTest(tf.test.TestCase):
         for a, b in zip(_weights(saved), _weights(states[0]), strict=True):
             self.assertAllEqual(a, b, msg=a.name)
 
+    def test_bfloat16_skips_a_non_finite_step_and_stops_when_they_are_many(self):
+        exp = tiny_experiment(log_every=4)
+        exp = dataclasses.replace(exp, model=dataclasses.replace(
+            exp.model, arch="unet", compute_dtype="bfloat16"))
+        real_dataset = loop.training_dataset
+
+        def poisoned(steps):  # the images of these 0-based steps are NaN
+            def dataset(*args):
+                return real_dataset(*args).enumerate().map(lambda i, b: {
+                    **b, "image": tf.where(tf.reduce_any(tf.equal(i, steps)), np.nan,
+                                           b["image"])})
+            return dataset
+
+        with mock.patch.object(loop, "training_dataset", poisoned([2])):
+            summary = loop.train(exp, tempfile.mkdtemp(), tiny_data())
+        self.assertEqual(summary["steps"], 4)  # trained on, the bad step skipped
+        self.assertEqual(summary["skipped_steps"], 1)
+        long = dataclasses.replace(exp, train=dataclasses.replace(exp.train, steps=8,
+                                                                   log_every=1))
+        with mock.patch.object(loop, "training_dataset", poisoned([1, 2, 3, 4, 5])):
+            with self.assertRaisesRegex(FloatingPointError,
+                                        r"at step 5 of 8 after 4 skipped steps"):
+                loop.train(long, tempfile.mkdtemp(), tiny_data())
+
     def test_export_predicts_what_the_best_checkpoint_predicts(self):
         model_dir = tempfile.mkdtemp()
         exp = tiny_experiment()

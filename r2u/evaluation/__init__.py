@@ -1,3 +1,4 @@
-"""Scores: segmentation metrics (`metrics`), the operating point chosen on validation
-(`operating_point`), per-image and pooled scoring (`scoring`) and the test-set
-evaluation of a trained model (`evaluate`)."""
+"""Scores: binary segmentation metrics (`metrics`) and per-class ones (`classes`), the
+operating point chosen on validation (`operating_point`), per-image and pooled scoring
+(`scoring`), training's validation (`validation`), the inference mode chosen after
+training (`selection`) and the test-set evaluation of a trained model (`evaluate`)."""

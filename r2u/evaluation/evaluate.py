@@ -14,23 +14,21 @@ import io
 import itertools
 import os
 import time
-from typing import Callable, Dict, Iterator, Optional, Sequence, Union
+from typing import Dict, Iterator, Optional, Union
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
-from r2u.inference import loading
 from r2u import config as config_lib
 from r2u import figures
 from r2u import files
-from r2u.evaluation import classes as classes_lib
-from r2u.evaluation import metrics
-from r2u.evaluation import operating_point
-from r2u.evaluation import scoring
 from r2u.data import manifest as manifest_lib
 from r2u.data import prepare
 from r2u.data import prepared
+from r2u.evaluation import classes as classes_lib
+from r2u.evaluation import metrics
+from r2u.evaluation import scoring
+from r2u.inference import loading
 
 Data = Union[prepared.PreparedData, str]  # a prepared dataset, or its folder
 
@@ -122,53 +120,6 @@ def resolve_data(predictor: loading.Predictor, work_dir: str,
     out = os.path.join(work_dir, "data" if same else f"data-{dataset}")
     return prepare.ensure_prepared(dataset, raw, out, data.image_size,
                                    data.validation_count), dataset
-
-
-def validate(predict: Callable, dataset: tf.data.Dataset, headline: str,
-             classes: Sequence[str] = ("background", "foreground"),
-             examples: int = 3) -> Dict:
-    """Training's validation: `predict` (preprocessed [1, H, W, C] -> probabilities
-    [1, H, W, K]) scored on a dataset of whole images as `evaluate` scores. Binary: at
-    0.5, and the `headline` metric at every threshold (`r2u.evaluation.operating_point`);
-    K classes: the argmax, per class, the headline the mean foreground pooled Dice.
-
-    Returns "pooled", "per_image_mean", "operating_point", "num_images" and
-    "examples": the first `examples` (image, mask, probabilities) for TensorBoard
-    (binary: the foreground probability; K classes: all K).
-    """
-    if len(classes) > 2:
-        return _validate_classes(predict, dataset, classes, examples)
-    scorer, sweep, shown = scoring.Scorer(0.5), operating_point.Sweep(headline), []
-    for i, example in enumerate(dataset):
-        image, mask, fov = (example[k][0] for k in ("image", "mask", "fov"))
-        probs = predict(example["image"])[0, ..., 1].numpy()
-        scorer.add(str(i), probs, mask.numpy(), fov.numpy())
-        sweep.add(probs, mask.numpy(), fov.numpy())
-        if len(shown) < examples:
-            shown.append((image, mask, probs))
-    result = scorer.result()
-    del result["pooled"]["counts"]
-    return {"pooled": result["pooled"], "per_image_mean": result["per_image_mean"],
-            "operating_point": sweep.result(), "num_images": len(scorer.per_image),
-            "examples": shown}
-
-
-def _validate_classes(predict: Callable, dataset: tf.data.Dataset,
-                      classes: Sequence[str], examples: int) -> Dict:
-    """`validate` of a K-class model: argmax scores per class, no threshold."""
-    scorer, shown = classes_lib.Scorer(classes), []
-    for i, example in enumerate(dataset):
-        image, mask, fov = (example[k][0] for k in ("image", "mask", "fov"))
-        probs = predict(example["image"])[0].numpy()
-        scorer.add(str(i), probs, mask.numpy(), fov.numpy())
-        if len(shown) < examples:
-            shown.append((image, mask, probs))
-    result = scorer.result()
-    dice = result["pooled"]["dice"]
-    return {"pooled": result["pooled"], "per_image_mean": result["per_image_mean"],
-            "operating_point": {"headline": "mean_dice", "threshold": None, "best": dice,
-                                "at_0.5": dice},
-            "num_images": len(result["per_image"]), "examples": shown}
 
 
 def evaluate(predictor: loading.Predictor, data: Data, split: str,

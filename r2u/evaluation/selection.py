@@ -77,3 +77,17 @@ def _score(model, spec: export.InputSpec, examples, classes, headline: str):
     score = scorer.result()["pooled"]["dice"]
     return (score if np.isfinite(score) else -1.0), None
 
+
+
+def settle(model, exp: config_lib.Experiment, data):
+    """(exp, choice): after training, `exp` with the mode, window and threshold chosen
+    on `data`'s validation split, or as it is (choice None) when there is nothing to
+    choose: one mode and images seen at their own size by the epochs' validations."""
+    resampled = bool(exp.data.scale and exp.data.scale != 1) or (
+        exp.data.dataset == "folder" and exp.data.image_size is not None)
+    if len(candidates(exp.inference)) == 1 and not resampled:
+        return exp, None
+    chosen = choose(model, exp, list(data.examples("validation")), data.classes)
+    return dataclasses.replace(exp, inference=dataclasses.replace(
+        exp.inference, mode=chosen["mode"], window=chosen["window"],
+        threshold=chosen["threshold"])), chosen

@@ -8,14 +8,14 @@ import numpy as np
 from absl import logging
 
 from r2u import config as config_lib
-from r2u.training import distribute
-from r2u.evaluation import evaluate
-from r2u.training import faults
 from r2u import files
+from r2u.data import prepared
+from r2u.evaluation import validation
 from r2u.inference import network
+from r2u.training import distribute
+from r2u.training import faults
 from r2u.training import run_record
 from r2u.training import summaries
-from r2u.data import prepared
 
 
 class Epochs:
@@ -75,7 +75,7 @@ def validate(exp: config_lib.Experiment, state, data: prepared.PreparedData,
     names = data.classes
     train_scores = train_dice(state, names)
     writers.scalars("train", step, **train_scores)
-    val = evaluate.validate(predict, data.dataset(
+    val = validation.score(predict, data.dataset(
         "validation", batch_size=1, training=False, preprocessing=exp.preprocessing,
         cache=False, **evaluation_resampling(exp)),
         exp.data.headline, names)

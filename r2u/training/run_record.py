@@ -1,4 +1,5 @@
-"""What a training folder records about its run, and the checks before resuming it.
+"""What a training folder records about its run, and the checks before starting or
+resuming it.
 
 `ckpt/validation.json` holds the validated epochs (history, best record, last
 validated step, whether training stopped early), `best.json` the best epoch's record
@@ -14,6 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from r2u import config as config_lib
+from r2u.data import prepared
 
 
 def validation_path(out_dir: str) -> str:
@@ -85,3 +87,15 @@ def flatten(tree: Dict, prefix: str = "") -> Dict:
         else:
             flat[prefix + key] = value
     return flat
+
+
+def check_matches(exp: config_lib.Experiment, data: prepared.PreparedData) -> None:
+    """Refuses a network whose head, or a headline whose kind, does not fit the data."""
+    if exp.model.num_classes != data.num_classes:
+        raise ValueError(f"{data.path}: the data has {data.num_classes} classes "
+                         f"({', '.join(data.classes)}) but the model's head has "
+                         f"num_classes={exp.model.num_classes}")
+    if (exp.data.headline == "mean_dice") != (data.num_classes > 2):
+        raise ValueError(f"headline {exp.data.headline!r} does not suit "
+                         f"{data.num_classes} classes: binary datasets use pooled_f1 or "
+                         "per_image_jaccard, K-class ones mean_dice")
