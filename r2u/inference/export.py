@@ -110,7 +110,10 @@ class Exported(tf.Module):
                                    tf.float32, name="images")]
         if self.spec.needs_fov:
             signature.append(tf.TensorSpec([None, None, None], tf.float32, name="fov"))
-        self.serve = tf.function(self._serve, input_signature=signature)
+        # No autograph: the function has no tensor-dependent Python control flow, and
+        # autograph re-reads the source when it traces (an export at the end of a long
+        # run failed on a file edited meanwhile).
+        self.serve = tf.function(self._serve, input_signature=signature, autograph=False)
 
     def _serve(self, images, fov=None):
         """Raw images (any intensity scale: standardisation removes it) -> outputs."""

@@ -36,7 +36,8 @@ def probabilities(model: tf.Module, images: tf.Tensor) -> tf.Tensor:
 def network_fn(model: tf.Module) -> Callable:
     """`probabilities` of `model` compiled once for float32 [B, H, W, C] of any size."""
     spec = tf.TensorSpec([None, None, None, model.cfg.in_channels], tf.float32)
-    return tf.function(lambda x: probabilities(model, x), input_signature=[spec])
+    return tf.function(lambda x: probabilities(model, x), input_signature=[spec],
+                       autograph=False)  # plain TF ops; see export.Exported
 
 
 def tile_starts(length: int, tile: int, stride: int) -> np.ndarray:
