@@ -44,6 +44,7 @@ from r2u.inference import network  # noqa: E402
 from r2u.training import losses  # noqa: E402
 from r2u.evaluation import metrics  # noqa: E402
 from r2u.nn import models  # noqa: E402
+from r2u.training import inputs
 from r2u.training import loop  # noqa: E402
 from r2u.data import prepare  # noqa: E402
 from r2u.data import prepared  # noqa: E402
@@ -212,7 +213,7 @@ else:
             for shard, path in enumerate(tfrecord.shard_paths(tiny_data(), "train")):
                 for record in tf.data.TFRecordDataset(path).map(tfrecord.parse):
                     sources.append((shard, preprocess.preprocess(record["image"], 3)))
-            stream = loop.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
+            stream = inputs.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
             shards, images = set(), set()
             for batch in stream.take(8):
                 self.assertEqual(batch["image"].shape[0], 2)  # global 4 / 2 replicas
@@ -249,7 +250,7 @@ else:
                                                                      batch_size=5))
             with self.assertRaisesRegex(ValueError, "4 shard file.*5 input pipelines.*at "
                                         "least 5 shards"):
-                loop.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
+                inputs.training_dataset(prepared.load(tiny_data()), exp, ctx, done=0)
 
         def test_resume_skips_what_each_pipeline_produced(self):
             one_host = tf.distribute.InputContext(1, 0, num_replicas_in_sync=2)

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from unittest import mock
 
 import numpy as np
@@ -15,6 +16,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from r2u import config
 from r2u.training import losses
 from r2u.training import run_record
+from r2u.training import inputs
 from r2u.training import loop
 from r2u.training import step as step_lib
 from r2u.inference import network
@@ -298,7 +300,7 @@ class TrainLoopTest(tf.test.TestCase):
         exp = tiny_experiment(log_every=4)
         exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, arch="unet"))
         model_dir, states = tempfile.mkdtemp(), []
-        real_dataset, real_state = loop.training_dataset, loop.make_state
+        real_dataset, real_state = inputs.training_dataset, loop.make_state
 
         def poisoned(*args):  # the images of the 3rd batch (step 3) are NaN
             return real_dataset(*args).enumerate().map(lambda i, b: {
@@ -309,7 +311,7 @@ class TrainLoopTest(tf.test.TestCase):
             return states[-1]
 
         good = os.path.join(model_dir, "ckpt", "ckpt-2")
-        with mock.patch.object(loop, "training_dataset", poisoned), \
+        with mock.patch.object(inputs, "training_dataset", poisoned), \
                 mock.patch.object(loop, "make_state", keep):
             with self.assertRaisesRegex(FloatingPointError,
                                         rf"at step 3 of 4: .*last good checkpoint: "
@@ -324,11 +326,23 @@ class TrainLoopTest(tf.test.TestCase):
         for a, b in zip(_weights(saved), _weights(states[0]), strict=True):
             self.assertAllEqual(a, b, msg=a.name)
 
+    def test_a_run_past_its_deadline_ends_its_schedule_sooner_and_keeps_it(self):
+        exp = tiny_experiment(epochs=4)  # 8 steps of 2 per epoch
+        model_dir = tempfile.mkdtemp()
+        summary = loop.train(exp, model_dir, tiny_data(), deadline=time.time())
+        # Epoch 1 measures a validation; after epoch 2 the schedule ends one step on.
+        self.assertEqual(summary["steps"], 5)
+        state = loop.make_state(exp)
+        state.checkpoint().read(tf.train.latest_checkpoint(
+            os.path.join(model_dir, "ckpt"))).expect_partial()
+        self.assertEqual(int(state.total_steps), 5)
+        self.assertEqual(loop.train(exp, model_dir, tiny_data(), resume=True)["steps"], 5)
+
     def test_bfloat16_skips_a_non_finite_step_and_stops_when_they_are_many(self):
         exp = tiny_experiment(log_every=4)
         exp = dataclasses.replace(exp, model=dataclasses.replace(
             exp.model, arch="unet", compute_dtype="bfloat16"))
-        real_dataset = loop.training_dataset
+        real_dataset = inputs.training_dataset
 
         def poisoned(steps):  # the images of these 0-based steps are NaN
             def dataset(*args):
@@ -337,13 +351,13 @@ class TrainLoopTest(tf.test.TestCase):
                                            b["image"])})
             return dataset
 
-        with mock.patch.object(loop, "training_dataset", poisoned([2])):
+        with mock.patch.object(inputs, "training_dataset", poisoned([2])):
             summary = loop.train(exp, tempfile.mkdtemp(), tiny_data())
         self.assertEqual(summary["steps"], 4)  # trained on, the bad step skipped
         self.assertEqual(summary["skipped_steps"], 1)
         long = dataclasses.replace(exp, train=dataclasses.replace(exp.train, steps=8,
                                                                    log_every=1))
-        with mock.patch.object(loop, "training_dataset", poisoned([1, 2, 3, 4, 5])):
+        with mock.patch.object(inputs, "training_dataset", poisoned([1, 2, 3, 4, 5])):
             with self.assertRaisesRegex(FloatingPointError,
                                         r"at step 5 of 8 after 4 skipped steps"):
                 loop.train(long, tempfile.mkdtemp(), tiny_data())

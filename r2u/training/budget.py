@@ -24,7 +24,7 @@ from r2u.data import prepared
 from r2u.inference import network
 from r2u.nn import models
 from r2u.training import epochs
-from r2u.training import loop
+from r2u.training import inputs
 from r2u.training import losses
 from r2u.training import step as step_lib
 
@@ -34,6 +34,7 @@ SAFETY = 0.93       # the machine's speed drifts (other load, thermal): keep a m
 WARMUP = 100        # warm-up steps, at most a tenth of the run
 VALIDATION_SHARE = 0.15  # validations take at most this share of the budget ...
 MIN_VALIDATIONS = 3      # ... but at least this many give a checkpoint to choose
+END_VALIDATIONS = 2  # what the choice after training costs, in validations
 SLIDING_COST = 4.0  # a sliding-window pass costs about 4 whole-image passes
 #                     (window 64, overlap 0.5: benchmarks/results/sliding-window-cost.json)
 
@@ -75,6 +76,15 @@ def fit(exp: config_lib.Experiment, data: prepared.PreparedData, deadline: float
     return dataclasses.replace(exp, train=train), measured
 
 
+def replanned(done: int, total: int, per_epoch: int, step_seconds: float,
+              validation_seconds: float, seconds_left: float) -> int:
+    """The last step of a run at `done` that must end within `seconds_left`: `total`,
+    or fewer when the steps and validations left no longer fit (never more)."""
+    validations = -(-(total - done) // per_epoch) + END_VALIDATIONS
+    fits = int((seconds_left - validations * validation_seconds) / step_seconds)
+    return max(done + 1, min(total, done + fits))
+
+
 def _native_pixels(exp: config_lib.Experiment, data: prepared.PreparedData) -> float:
     """How many times more pixels the images have than training resamples them to."""
     if exp.data.scale:
@@ -93,7 +103,8 @@ def measure(exp: config_lib.Experiment, data: prepared.PreparedData) -> Dict:
     loss_fn = losses.loss_fn(exp.train.loss, None if exp.train.class_weights == "none"
                              else list(data.class_weights))
     step = step_lib.make_train_step(state, loss_fn, exp.train.clip_norm, False)
-    batches = iter(loop.training_dataset(data, exp, tf.distribute.InputContext(), 0))
+    batches = iter(inputs.training_dataset(data, exp, tf.distribute.InputContext(),
+                                           0))
     start = time.perf_counter()
     _sync(step(next(batches)))
     compile_seconds = time.perf_counter() - start

@@ -10,6 +10,7 @@ killed at any point resumes to the same history, best checkpoint and export.
 import contextlib
 import dataclasses
 import os
+import time
 from typing import Callable, Dict, Iterator, Optional, Union
 
 import tensorflow as tf
@@ -17,20 +18,22 @@ from absl import logging
 
 from r2u import config as config_lib
 from r2u import devices
-from r2u.training import distribute
-from r2u.training import epochs as epochs_lib
 from r2u import errors
-from r2u.inference import export
-from r2u.training import faults
 from r2u import files
-from r2u.training import losses
-from r2u.nn import models
-from r2u.training import optim
-from r2u.training import run_record
-from r2u.training import summaries
-from r2u.training import step as step_lib
 from r2u.data import prepared
 from r2u.evaluation import selection
+from r2u.inference import export
+from r2u.nn import models
+from r2u.training import budget
+from r2u.training import distribute
+from r2u.training import epochs as epochs_lib
+from r2u.training import faults
+from r2u.training import inputs
+from r2u.training import losses
+from r2u.training import optim
+from r2u.training import run_record
+from r2u.training import step as step_lib
+from r2u.training import summaries
 
 MAX_SKIPPED = 0.01  # share of a bfloat16 run's steps that may be non-finite
 
@@ -55,6 +58,8 @@ class Run:
     best: tf.train.CheckpointManager
     steps_per_epoch: int
     total_steps: int
+    deadline: Optional[float] = None  # time.time() by which the budget ends the run
+    validation_seconds: Optional[float] = None  # of the last validation
     step: Optional[Callable] = None  # the compiled train step
     batches: Optional[Iterator] = None  # the distributed training stream
     epochs: Optional[epochs_lib.Epochs] = None
@@ -97,10 +102,12 @@ def train(exp: config_lib.Experiment, model_dir: str,
         files.write_atomic(os.path.join(out_dir, "config.json"), exp.to_json().encode())
         tf.random.set_seed(exp.train.seed)
         run = _start(exp, data, model_dir, out_dir, strategy)
+        if distribute.num_workers(strategy) == 1:  # one host decides alone
+            run.deadline = deadline
         if resume_overrides:  # new settings may train on after an early stop
             run.epochs.done["stopped"] = False
         with _failures(run):
-            _fit(run, deadline)
+            _fit(run)
         return _finish(run)
 
 
@@ -113,11 +120,12 @@ def _start(exp, data, model_dir: str, out_dir: str, strategy) -> Run:
     latest = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"), 3)
     best = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "best"), 1)
     _restore(state, model_dir, strategy)
-    per_epoch = steps_per_epoch(data, exp)
+    per_epoch = inputs.steps_per_epoch(data, exp)
+    if not int(state.total_steps.numpy()):  # a fresh run; a resumed one keeps its own
+        state.total_steps.assign(exp.train.steps or exp.train.epochs * per_epoch)
     run = Run(exp=exp, data=data, state=state, plain=plain, model_dir=model_dir,
               out_dir=out_dir, strategy=strategy, latest=latest, best=best,
-              steps_per_epoch=per_epoch,
-              total_steps=exp.train.steps or exp.train.epochs * per_epoch)
+              steps_per_epoch=per_epoch, total_steps=int(state.total_steps.numpy()))
     run.step, run.batches = _step_fn(run), _batches(run)
     run.epochs = epochs_lib.Epochs(exp, state, plain, data, model_dir, out_dir, best,
                                    strategy)
@@ -130,8 +138,9 @@ def _restore(state, model_dir, strategy) -> None:
     if path:
         # Checkpoints written before the training metrics were saved restore without.
         names = [name for name, _ in tf.train.list_variables(path)]
-        metrics_saved = any(name.startswith("train_metrics/") for name in names)
-        state.checkpoint(metrics_saved).restore(path).assert_existing_objects_matched()
+        saved = [any(name.startswith(f"{key}/") for name in names)
+                 for key in ("train_metrics", "total_steps")]
+        state.checkpoint(*saved).restore(path).assert_existing_objects_matched()
         logging.info("resumed from %s at step %d", path, int(state.step.numpy()))
     distribute.check_same_step(strategy, int(state.step.numpy()), model_dir)
 
@@ -139,9 +148,10 @@ def _restore(state, model_dir, strategy) -> None:
 def _step_fn(run: Run) -> Callable:
     """The compiled step with the run's loss, clipping, XLA choice and schedule."""
     cfg = run.exp.train
-    loss_fn = losses.loss_fn(cfg.loss, _class_weights(cfg.class_weights, run.data))
+    loss_fn = losses.loss_fn(cfg.loss, inputs.class_weights(cfg.class_weights, run.data))
     schedule = lambda step: optim.learning_rate(  # noqa: E731
-        step, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps, run.total_steps)
+        step, cfg.learning_rate, cfg.lr_schedule, cfg.warmup_steps,
+        run.state.total_steps)
     return make_train_step(run.state, loss_fn, cfg.clip_norm,
                            devices.resolve_xla(cfg.xla), run.strategy, schedule)
 
@@ -150,7 +160,7 @@ def _batches(run: Run):
     """The distributed training stream, from the restored step on."""
     done = run.done
     return iter(run.strategy.distribute_datasets_from_function(
-        lambda ctx: training_dataset(run.data, run.exp, ctx, done)))
+        lambda ctx: inputs.training_dataset(run.data, run.exp, ctx, done)))
 
 
 @contextlib.contextmanager
@@ -173,10 +183,10 @@ def _failures(run: Run):
         run.epochs.writers.flush()  # TensorBoard has every summary of the run
 
 
-def _fit(run: Run, deadline: Optional[float] = None) -> None:
+def _fit(run: Run) -> None:
     """Epochs of steps, each ended by the latest checkpoint and `epochs.end`."""
     progress = summaries.Progress(run.total_steps, run.exp.train.batch_size,
-                                  deadline=deadline)
+                                  deadline=run.deadline)
     done, per_epoch = run.done, run.steps_per_epoch
     if done > run.epochs.done["step"] and (done % per_epoch == 0
                                            or done == run.total_steps):
@@ -219,10 +229,28 @@ def _epoch(run: Run, loops: _Loops, progress: summaries.Progress, done: int) -> 
         if done % cfg.log_every < n or todo == 0:  # the only other host fetches
             _log(run, progress, done, out)
     progress.pause()  # rate and ETA count training only
+    _keep_deadline(run, progress, done)  # before the save: a resumed run keeps it
     run.latest.save(checkpoint_number=done)
     faults.point("after_latest_save")
+    start = time.perf_counter()
     run.epochs.end(done, epoch, progress)
+    run.validation_seconds = time.perf_counter() - start
     return done
+
+
+def _keep_deadline(run: Run, progress: summaries.Progress, done: int) -> None:
+    """Ends the schedule sooner when the machine turned slower than measured: the
+    cosine decay then still reaches zero by the deadline."""
+    if not (run.deadline and run.validation_seconds and progress.rate):
+        return
+    total = budget.replanned(done, run.total_steps, run.steps_per_epoch,
+                             run.exp.train.batch_size / progress.rate,
+                             run.validation_seconds, run.deadline - time.time())
+    if total < run.total_steps:
+        logging.warning("behind the time budget: the schedule now ends at step %d "
+                        "instead of %d", total, run.total_steps)
+        run.state.total_steps.assign(total)
+        run.total_steps = progress.total = total
 
 
 def _log(run: Run, progress: summaries.Progress, done: int, out: Dict) -> None:
@@ -278,41 +306,3 @@ def _finish(run: Run) -> Dict:
                "skipped_steps": int(run.state.bad_steps.numpy())}
     files.write_json(os.path.join(run.out_dir, "summary.json"), summary)
     return summary
-
-
-def training_dataset(data: prepared.PreparedData, exp: config_lib.Experiment,
-                     ctx: tf.distribute.InputContext, done: int) -> tf.data.Dataset:
-    """This input pipeline's endless, seeded training stream, `done` steps in."""
-    cut, cfg = exp.data, exp.train
-    distribute.log_shards(ctx, data.shard_paths("train"))
-    return data.dataset(
-        "train", batch_size=ctx.get_per_replica_batch_size(cfg.batch_size),
-        training=True, patch_size=cut.patch_size,
-        patches_per_image=cut.patches_per_image, preprocessing=exp.preprocessing,
-        augment=cut.augment, mirror=cut.flip_left_right, seed=cfg.seed,
-        cache=cut.cache, input_context=ctx,
-        **epochs_lib.evaluation_resampling(exp)).skip(
-            distribute.batches_to_skip(ctx, done))
-
-
-def steps_per_epoch(data: prepared.PreparedData, exp: config_lib.Experiment) -> int:
-    """`steps_per_epoch`, else one pass over the training images (times patches per
-    image for patch training)."""
-    if exp.train.steps_per_epoch:
-        return exp.train.steps_per_epoch
-    examples = data.split("train").num_examples
-    if exp.data.patch_size:
-        examples *= exp.data.patches_per_image
-    return max(1, examples // exp.train.batch_size)
-
-
-def _class_weights(spec: str, data: prepared.PreparedData):
-    if spec == "none":
-        return None
-    if spec == "auto":
-        return list(data.class_weights)
-    weights = config_lib.parse_weights(spec)
-    if len(weights) != data.num_classes:
-        raise ValueError(f"class_weights {spec!r} has {len(weights)} weights for "
-                         f"{data.num_classes} classes")
-    return weights

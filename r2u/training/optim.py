@@ -67,7 +67,7 @@ class LossScale(tf.Module):
 
 
 def learning_rate(step: tf.Tensor, base: float, schedule: str, warmup_steps: int,
-                  total_steps: int) -> tf.Tensor:
+                  total_steps) -> tf.Tensor:
     """The step size of step `step` (0-based) of `total_steps`.
 
     Linear warm-up from base / warmup_steps to base over `warmup_steps`, then
@@ -79,8 +79,9 @@ def learning_rate(step: tf.Tensor, base: float, schedule: str, warmup_steps: int
         raise ValueError(f"unknown learning-rate schedule {schedule!r}")
     step = tf.cast(step, tf.float32)
     warm = tf.minimum(1.0, (step + 1.0) / max(1, warmup_steps))
-    progress = tf.clip_by_value((step - warmup_steps) / max(1, total_steps - warmup_steps),
-                                0.0, 1.0)
+    # `total_steps` may be a variable: a run behind its time budget ends sooner.
+    span = tf.maximum(1.0, tf.cast(total_steps, tf.float32) - warmup_steps)
+    progress = tf.clip_by_value((step - warmup_steps) / span, 0.0, 1.0)
     if schedule == "cosine":
         decay = 0.5 * (1.0 + tf.cos(np.pi * progress))
     elif schedule == "step":

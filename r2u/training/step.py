@@ -27,16 +27,21 @@ class State:
     opt: optim.Adam
     step: tf.Variable
     bad_steps: tf.Variable  # steps whose loss or gradient was not finite (not applied)
+    total_steps: tf.Variable  # where the schedule ends; 0 until the loop sets it
     loss_scale: Optional[optim.LossScale]
     # Binary: pooled metrics of the foreground probability; K classes: a confusion matrix.
     train_metrics: Union[metrics.StreamingMetrics, classes.StreamingConfusion]
 
-    def checkpoint(self, train_metrics: bool = True) -> tf.train.Checkpoint:
+    def checkpoint(self, train_metrics: bool = True,
+                   total_steps: bool = True) -> tf.train.Checkpoint:
         """The training metrics (of the epoch so far) are saved too, so a resumed epoch
-        reports what an uninterrupted one does; `False` reads checkpoints from before."""
+        reports what an uninterrupted one does, and where the schedule ends; `False`
+        reads checkpoints written before they were."""
         extra = {"loss_scale": self.loss_scale} if self.loss_scale else {}
         if train_metrics:
             extra["train_metrics"] = self.train_metrics
+        if total_steps:
+            extra["total_steps"] = self.total_steps
         return tf.train.Checkpoint(model=self.model, opt=self.opt, step=self.step,
                                    bad_steps=self.bad_steps, **extra)
 
@@ -51,6 +56,8 @@ def make_state(exp: config_lib.Experiment) -> State:
                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
         bad_steps=tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_steps",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
+        total_steps=tf.Variable(0, dtype=tf.int64, trainable=False, name="total_steps",
+                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
         loss_scale=optim.LossScale() if exp.model.compute_dtype == "float16" else None,
         train_metrics=train_metrics(exp.model.num_classes))
 
