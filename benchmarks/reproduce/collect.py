@@ -35,6 +35,7 @@ def main(argv):
               "params": models.parameter_count(models.build(exp.model)),
               "config": json.loads(exp.to_json()), "train_seconds": _SECONDS.value,
               "steps": summary["steps"], "best_step": summary.get("best_step"),
+              "skipped_steps": summary.get("skipped_steps"),
               "machine": devices.machine(),
               "validation": {"headline": summary["headline"],
                              "best_score": summary["best_validation_score"],
