@@ -103,7 +103,7 @@ def train(exp: config_lib.Experiment, model_dir: str,
         run_record.check_resume(exp, model_dir, resume, resume_overrides)
         files.write_atomic(os.path.join(out_dir, "config.json"), exp.to_json().encode())
         tf.random.set_seed(exp.train.seed)
-        run = _start(exp, data, model_dir, out_dir, strategy)
+        run = _start(exp, data, model_dir, out_dir, strategy, resume_overrides)
         if distribute.num_workers(strategy) == 1:  # one host decides alone
             run.deadline = deadline
         if resume_overrides:  # new settings may train on after an early stop
@@ -113,8 +113,12 @@ def train(exp: config_lib.Experiment, model_dir: str,
         return _finish(run)
 
 
-def _start(exp, data, model_dir: str, out_dir: str, strategy) -> Run:
-    """The state restored from the latest checkpoint, its step, stream and epochs."""
+def _start(exp, data, model_dir: str, out_dir: str, strategy, overrides: bool) -> Run:
+    """The state restored from the latest checkpoint, its step, stream and epochs.
+
+    A resumed run keeps the schedule length it saved (a deadline may have shortened it)
+    unless its settings were overridden: then the new settings say where it ends.
+    """
     with strategy.scope():
         state = make_state(exp)
     plain = models.build(exp.model)
@@ -123,7 +127,7 @@ def _start(exp, data, model_dir: str, out_dir: str, strategy) -> Run:
     best = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "best"), 1)
     _restore(state, model_dir, strategy)
     per_epoch = inputs.steps_per_epoch(data, exp)
-    if not int(state.total_steps.numpy()):  # a fresh run; a resumed one keeps its own
+    if overrides or not int(state.total_steps.numpy()):
         state.total_steps.assign(exp.train.steps or exp.train.epochs * per_epoch)
     run = Run(exp=exp, data=data, state=state, plain=plain, model_dir=model_dir,
               out_dir=out_dir, strategy=strategy, latest=latest, best=best,
