@@ -89,7 +89,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     log_every: int = 20
     early_stopping: int = 0           # epochs without improvement; 0 = off
-    max_minutes: float = 0            # stop after the epoch that exceeds it; 0 = off
+    max_minutes: float = 0            # a budget (r2u.training.budget); 0 = off
     seed: int = 0
 
 

@@ -110,7 +110,8 @@ class CliTest(tf.test.TestCase):
             [sys.executable, os.path.join(ROOT, "bin", "bench"), "--archs=unet",
              "--image_size=32", "--batch_size=2", "--filters=4", "--depth=2",
              "--steps=2", "--repeats=1",  # dtypes and xla: auto, as bin/train
-             "--steps_per_call=1,2", f"--json={path}", "--peers=torch", f"--peers_dir={self.get_temp_dir()}"],
+             "--steps_per_call=1,2", f"--json={path}", "--peers=torch",
+             f"--peers_dir={self.get_temp_dir()}"],
             capture_output=True, text=True, env=env, timeout=600)
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         with open(path) as f:

@@ -64,12 +64,13 @@ class BudgetTest(tf.test.TestCase):
                 budget.fit(_experiment(), data, deadline=100.0, clock=lambda: 0.0)
 
     def test_a_run_behind_its_budget_ends_sooner_never_later(self):
-        # 100 of 1,000 steps done, 10 per epoch, 0.5 s a step, 2 s a validation.
-        self.assertEqual(budget.replanned(100, 1000, 10, 0.5, 2.0, 10_000), 1000)
-        left = 300.0  # 92 validations to go (90 + END_VALIDATIONS) cost 184 s
-        self.assertEqual(budget.replanned(100, 1000, 10, 0.5, 2.0, left),
-                         100 + int((left - 92 * 2.0) / 0.5))
-        self.assertEqual(budget.replanned(100, 1000, 10, 0.5, 2.0, 0.0), 101)
+        # 100 of 1,000 steps done, 10 per epoch, 0.5 s a step, 2 s a validation,
+        # 5 validations' time after the last step.
+        self.assertEqual(budget.replanned(100, 1000, 10, 0.5, 2.0, 10_000, 5), 1000)
+        left = 300.0  # 95 validations to go (90 + 5 after) cost 190 s
+        self.assertEqual(budget.replanned(100, 1000, 10, 0.5, 2.0, left, 5),
+                         100 + int((budget.SAFETY * left - 95 * 2.0) / 0.5))
+        self.assertEqual(budget.replanned(100, 1000, 10, 0.5, 2.0, 0.0, 5), 101)
 
     def test_measuring_a_real_step(self):
         data = _synthetic(self)

@@ -195,7 +195,8 @@ if _IN_CHILD:
 else:
 
     def _fake_worker(index, workers=2):
-        """What `r2u.training.distribute` reads of a MultiWorkerMirroredStrategy on worker `index`."""
+        """What `r2u.training.distribute` reads of a MultiWorkerMirroredStrategy on
+        worker `index`."""
         cluster = tf.train.ClusterSpec(
             {"worker": [f"127.0.0.1:{i}" for i in range(workers)]})
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(

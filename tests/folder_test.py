@@ -340,6 +340,23 @@ class SplitTest(tf.test.TestCase):
         self.assertNotEqual(second["fingerprint"], first["fingerprint"])
         self.assertEqual(second["classes"], ["background", "tumour"])
 
+    def test_fold_0_of_splits_final_is_the_validation_split_and_fingerprinted(self):
+        raw, out = _tmpdir(self), _tmpdir(self)
+        _nnunet(raw, k=2, cases=5)
+        folds = os.path.join(raw, folder.SPLITS_FILE)
+        for held in (["case_001", "case_003"], ["case_004"]):
+            with open(folds, "w") as f:
+                json.dump([{"train": [], "val": held}], f)
+            prepare.prepare("folder", raw, out)
+            data = prepared.load(out)
+            self.assertEqual(list(data.split("validation").ids), held)
+            self.assertEqual(len(data.split("train").ids), 5 - len(held))
+        with open(folds, "w") as f:
+            json.dump([{"train": [], "val": ["case_009"]}], f)
+        with self.assertRaisesRegex(errors.DataError,
+                                    "validation case 'case_009' is not a training"):
+            prepare.prepare("folder", raw, out)
+
 
 def _nn(root):
     _nnunet(root, k=3, cases=4)

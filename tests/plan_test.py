@@ -19,9 +19,10 @@ def _disks(count, size, diameter, rng, channels=1):
                "fov": np.ones_like(mask)}
 
 
-def _lines(count, size, width, rng, fov_radius=None):
+def _lines(count, size, width, rng, fov_radius=None, dark_rim=True):
     """RGB images with thin horizontal and vertical lines (an elongated class), in a
-    circular field of view like a fundus photograph when `fov_radius` is given."""
+    circular field of view like a fundus photograph when `fov_radius` is given (with
+    `dark_rim=False`, the pixels outside it are only left unannotated)."""
     for i in range(count):
         mask = np.zeros((size, size), np.uint8)
         for start in rng.integers(0, size - width, 6):
@@ -33,7 +34,8 @@ def _lines(count, size, width, rng, fov_radius=None):
             fov = ((yy - size / 2)**2 + (xx - size / 2)**2 <= fov_radius**2).astype(
                 np.uint8)
         image = rng.normal(120, 15, (size, size, 3)) - 60 * mask[..., None]
-        image *= fov[..., None]
+        if dark_rim:
+            image *= fov[..., None]
         yield {"id": str(i), "image": image.clip(0, 255).astype(np.uint8),
                "mask": mask * fov, "fov": fov}
 
@@ -77,6 +79,17 @@ class PlanTest(tf.test.TestCase):
         planned = plan.make(fp, names, 3)
         self.assertTrue(planned["preprocessing.standardize_in_fov"]["value"])
         self.assertTrue(planned["data.flip_left_right"]["value"])
+
+    def test_unannotated_pixels_leave_whole_images_standardised(self):
+        # The same ignored share, but the image shows no field of view there:
+        # inference could not find those pixels, so it must not depend on them.
+        names = ["background", "vessel"]
+        fp = fingerprint.compute(
+            _lines(3, 128, 2, self.rng, fov_radius=56, dark_rim=False), names)
+        self.assertEqual(fp["fov_from_image"], 0.0)
+        planned = plan.make(fp, names, 3)
+        self.assertFalse(planned["preprocessing.standardize_in_fov"]["value"])
+        self.assertIn("no labels", planned["preprocessing.standardize_in_fov"]["why"])
 
     def test_sided_classes_are_not_mirrored(self):
         names = ["background", "left_lung", "right lung"]

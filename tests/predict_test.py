@@ -233,18 +233,26 @@ class NamesTest(tf.test.TestCase):
     def test_list_inputs_filters_names_skips_link_loops_and_the_output_folder(self):
         top = tempfile.mkdtemp()
         for name in ("a.png", "b.JPEG", "c.ppm.gz", "d.txt", "out/a_prob.png",
-                     "sub/e.tif"):
+                     "sub/e.tif", "f.bmp"):
             os.makedirs(os.path.dirname(os.path.join(top, name)), exist_ok=True)
             write(os.path.join(top, name), b"")
         os.symlink(top, os.path.join(top, "sub", "loop"))
         os.symlink("self.png", os.path.join(top, "self.png"))  # a file link loop
         found = predict.list_inputs(top, exclude=os.path.join(top, "out"))
         self.assertEqual([os.path.relpath(p, top) for p in found],
-                         ["a.png", "b.JPEG", "c.ppm.gz", "self.png", "sub/e.tif"])
+                         ["a.png", "b.JPEG", "c.ppm.gz", "f.bmp", "self.png",
+                          "sub/e.tif"])
         with self.assertRaisesRegex(imageio.DataError, "self.png: file not found"):
             imageio.read_image(os.path.join(top, "self.png"))
         self.assertEqual(predict.list_inputs(os.path.join(top, "a.png")),
                          [os.path.join(top, "a.png")])
+
+    def test_a_pairs_folder_without_test_images_is_named(self):
+        top = tempfile.mkdtemp()
+        os.makedirs(os.path.join(top, "train", "images"))
+        with self.assertRaisesRegex(imageio.DataError,
+                                    f"^{top}/test/images: no such folder"):
+            predict.dataset_inputs(top)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,14 @@
   r2u-predict --model_dir=runs/isic-r2unet --input=photos/ --out_dir=predictions
 
 For every image under --input (a file, or a folder walked recursively without following
-symbolic links to folders; PNG, JPEG, TIFF, GIF, PPM/PGM, optionally .gz) it writes
-into --out_dir, for a binary model, <name>_prob.png (probability * 255), <name>_mask.png
-(0/255) and <name>_overlay.png; for a model of more classes, <name>_labels.png (a
-palette PNG whose values are the class indices, one fixed colour per class) and
-<name>_overlay.png (the classes tinted over the image, with a legend). Names are sanitised so nothing is written outside --out_dir; files in a
-subfolder are named <subfolder>__<name>. Gray and RGB inputs are converted to what the
-model expects. Images larger than --max_side or --max_pixels are predicted in tiles.
+symbolic links to folders; PNG, JPEG, TIFF, BMP, GIF, PPM/PGM, optionally .gz) it
+writes into --out_dir, for a binary model, <name>_prob.png (probability * 255),
+<name>_mask.png (0/255) and <name>_overlay.png; for a model of more classes,
+<name>_labels.png (a palette PNG whose values are the class indices, one fixed colour
+per class) and <name>_overlay.png (the classes tinted over the image, with a legend).
+Names are sanitised so nothing is written outside --out_dir; files in a subfolder are
+named <subfolder>__<name>. Gray and RGB inputs are converted to what the model
+expects. Images larger than --max_side or --max_pixels are predicted in tiles.
 --input may also be a folder dataset (`r2u-train --dataset=folder`): an nnU-Net
 dataset (or its imagesTs/), whose cases' channel files are read together and named by
 case, or a train/ + test/ pairs folder, whose test/images are predicted.

@@ -109,8 +109,11 @@ _OVERRIDES = {
                   early_stopping=flags.DEFINE_integer("early_stopping", None,
                                                       "Patience in epochs (0: off)."),
                   log_every=flags.DEFINE_integer("log_every", None, "Steps between logs."),
-                  max_minutes=flags.DEFINE_float("max_minutes", None, "Stop after the epoch "
-                                                 "that exceeds this much training time."),
+                  max_minutes=flags.DEFINE_float("max_minutes", None, "Wall-time budget: without "
+                                                 "--steps, the steps that end the run "
+                                                 "within it (timed on this machine); "
+                                                 "with --steps, stop after the epoch "
+                                                 "that exceeds it."),
                   seed=flags.DEFINE_integer("seed", None, "Seed of everything random.")),
 }
 
@@ -197,9 +200,11 @@ def main(argv):
         exp, measured = budgeted(exp, data, model_dir, start)
         if not (_RESUME.value and os.path.isfile(os.path.join(model_dir, "plan.json"))):
             write_plan(model_dir, plan, exp, measured)
+        deadline = {k: measured[k] for k in ("deadline", "after_validations")
+                    } if measured else {}
         summary = loop.train(exp, model_dir, data, resume=_RESUME.value,
                              resume_overrides=_ALLOW_CHANGED.value, strategy=strategy,
-                             deadline=measured and measured["deadline"])
+                             **deadline)
     except (ValueError, FileExistsError, FloatingPointError, OSError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

@@ -20,6 +20,11 @@ Counted pixels are those with `fov != 0`; every statistic is over them only.
   of all cases (long structures weigh more than short ones); `per_case` holds
   the median of each case (None where the class is absent).
 - Components: 8-connected, over counted pixels of the class.
+- Field of view: where a case has uncounted pixels (an ignore label), whether they
+  are the dark surround of a field of view that inference can find from the image
+  alone (`retina.derive_fov`, as for fundus photographs), or pixels left
+  unannotated, which only the label map knows. `fov_from_image` is the share of
+  such cases of the first kind (None without any).
 - Images whose long side exceeds `MAX_SIDE` are measured (width, components) on
   a copy downscaled to `MAX_SIDE` by nearest neighbour; widths are scaled back by
   the linear factor and areas by its square, so structures under about
@@ -36,12 +41,14 @@ from r2u import errors
 from r2u import files
 from r2u.data import components
 from r2u.data import distance
+from r2u.data import retina
 
 FILENAME = "fingerprint.json"  # beside manifest.json in a prepared folder
 MAX_SIDE = 1024
 SAMPLES_PER_CASE = 10_000
 SEED = 1234
 SIZE_SPREAD = 1.1  # sides must vary more than this ratio for a slope
+FOV_AGREEMENT = 0.95  # IoU of the field of view found from the image and the labels'
 _PERCENTILES = {"p00_5": 0.5, "p50": 50.0, "p99_5": 99.5}
 
 
@@ -84,6 +91,16 @@ def _downscaled(mask: np.ndarray, fov: np.ndarray):
     cols = ((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.int64)
     scale = math.sqrt(height * width / (size[0] * size[1]))
     return mask[np.ix_(rows, cols)], fov[np.ix_(rows, cols)], scale
+
+
+def _fov_from_image(image: np.ndarray, counted: np.ndarray) -> bool:
+    """Whether the counted pixels are the field of view the image shows."""
+    try:
+        found = retina.derive_fov(image) != 0
+    except errors.DataError:  # no bright region at all
+        return False
+    union = np.count_nonzero(found | counted)
+    return bool(np.count_nonzero(found & counted) >= FOV_AGREEMENT * union)
 
 
 def _summary(values) -> dict:
@@ -132,6 +149,7 @@ class Fingerprinter:
                              f"{list(class_names)}")
         self._names = [str(n) for n in class_names]
         self._sizes, self._fov_fractions, self._image_stds = [], [], []
+        self._fov_found = []  # per case with uncounted pixels
         self._channels = None
         self._histogram = None  # int64 [C, 256]: sampled counted pixels
         self._pixels = np.zeros(len(class_names), np.int64)  # counted, per class
@@ -155,6 +173,8 @@ class Fingerprinter:
                                    f"examples {self._channels}")
         self._sizes.append(list(mask.shape))
         self._fov_fractions.append(float(counted.mean()))
+        if not counted.all():
+            self._fov_found.append(_fov_from_image(image, counted))
         self._add_intensities(image, counted)
         per_class = np.bincount(mask[counted].ravel(), minlength=len(self._names))
         self._pixels += per_class
@@ -186,6 +206,7 @@ class Fingerprinter:
         Returns:
           {"cases", "channels", "class_names", "sizes": [[H, W], ...],
           "median_size", "min_size", "max_size": [H, W] each, "fov_fraction",
+          "fov_from_image",
           "intensity": per channel {mean, std, p00_5, p50, p99_5, min, max on the
           uint8 scale, per_image_std: median over cases of each case's std},
           "classes": {name: {index, pixel_fraction, images_present, and for
@@ -214,6 +235,8 @@ class Fingerprinter:
             "min_size": sizes.min(axis=0).tolist(),
             "max_size": sizes.max(axis=0).tolist(),
             "fov_fraction": float(np.mean(self._fov_fractions)),
+            "fov_from_image": (float(np.mean(self._fov_found)) if self._fov_found
+                               else None),
             "intensity": intensity, "classes": classes,
             "slope_width_vs_size": self._slope(classes),
             "measured_max_side": MAX_SIDE,

@@ -14,10 +14,10 @@ The layout is detected from what the folder holds:
 `listing` finds the cases and holds `VALIDATION_FRACTION` of the training cases
 (or `validation_count`) out as the validation split, drawn at random but fixed
 by the seed, unless the folder names them: fold 0 of nnU-Net's
-`splits_final.json` ([{"train": [...], "val": [...]}, ...]); `read_example` reads one case at its native size: the image, its
-label map as class indices, and the FOV, 0 on the ignore label so those pixels
-are neither trained on nor scored. Every problem is a `DataError` of one line
-naming the file.
+`splits_final.json` ([{"train": [...], "val": [...]}, ...]); `read_example` reads
+one case at its native size: the image, its label map as class indices, and the
+FOV, 0 on the ignore label so those pixels are neither trained on nor scored. Every
+problem is a `DataError` of one line naming the file.
 """
 
 import dataclasses

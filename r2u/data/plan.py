@@ -56,8 +56,12 @@ FRAME_SLOPE = 0.5
 # cannot undo (+0.018 DRIVE F1 measured, docs/recipe.md).
 THIN_FOR_CONTRAST = 6.0
 # Pixels outside the field of view (ignore label) beyond this share: standardise
-# over the field of view, else a black rim sets the statistics.
+# over the field of view, else a black rim sets the statistics; but only when
+# inference, which has no labels, can find that field of view in the image
+# (fingerprint `fov_from_image`, in this share of the cases). An ignore label that
+# marks unannotated pixels (nnU-Net's use) leaves whole images standardised.
 FOV_FOR_STANDARDIZE = 0.98
+FOV_FROM_IMAGE = 0.9
 # Validations per run: enough to pick a checkpoint, few enough to cost little time.
 VALIDATIONS = 10
 SIDED = re.compile(r"(^|[^a-z])(left|right|l|r|sinister|dexter)([^a-z]|$)", re.I)
@@ -195,11 +199,16 @@ def _recipe(fingerprint: Dict, found: Dict[str, Dict], classes) -> Dict[str, Dic
     """Normalisation, loss, augmentation, schedule and the headline metric."""
     out = {}
     fov = fingerprint.get("fov_fraction", 1.0)
-    out["preprocessing.standardize_in_fov"] = _field(
-        fov < FOV_FOR_STANDARDIZE,
-        f"{1 - fov:.1%} of pixels are outside the field of view (ignore label): "
-        + ("standardise over the field of view only" if fov < FOV_FOR_STANDARDIZE
-           else "standardise whole images"))
+    shown = fingerprint.get("fov_from_image") or 0.0
+    in_fov = fov < FOV_FOR_STANDARDIZE and shown >= FOV_FROM_IMAGE
+    why = f"{1 - fov:.1%} of pixels are outside the field of view (ignore label)"
+    if fov < FOV_FOR_STANDARDIZE:
+        why += (f", which the image shows in {shown:.0%} of the cases: "
+                + ("standardise over the field of view only" if in_fov else
+                   "standardise whole images (inference has no labels to find it)"))
+    else:
+        why += ": standardise whole images"
+    out["preprocessing.standardize_in_fov"] = _field(in_fov, why)
     thinnest = min((c["width"] for c in found.values()), default=math.inf)
     scale = _scale(found)["value"]
     contrast = thinnest * scale <= THIN_FOR_CONTRAST

@@ -69,11 +69,13 @@ def _listing(dataset, data_dir, size, validation_count, seed) -> dict:
     """The splits of `dataset` in `data_dir`, how to read them, and what they are."""
     if dataset == "folder":
         found = folder.listing(data_dir, validation_count, seed)
+        folds = os.path.join(data_dir, folder.SPLITS_FILE)  # it moves cases to validation
         read = lambda e, size, split: folder.read_example(  # noqa: E731
             e, found.labels, size)
         return {"listing": found.splits, "read": read, "labels": lambda: found.labels,
                 "code": [folder.__file__, nnunet.__file__, labels_lib.__file__],
-                "extra_sources": found.label_files,
+                "extra_sources": found.label_files + (
+                    (folds,) if os.path.isfile(folds) else ()),
                 "preprocessing": f"{found.description} {_sizes(size)}"}
     labels = lambda: _preset_labels(dataset)  # noqa: E731
     if dataset == "isic":

@@ -42,7 +42,7 @@ def score(predict: Callable, dataset: tf.data.Dataset, headline: str,
 
 def _validate_classes(predict: Callable, dataset: tf.data.Dataset,
                       classes: Sequence[str], examples: int) -> Dict:
-    """`validate` of a K-class model: argmax scores per class, no threshold."""
+    """`score` of a K-class model: argmax scores per class, no threshold."""
     scorer, shown = classes_lib.Scorer(classes), []
     for i, example in enumerate(dataset):
         image, mask, fov = (example[k][0] for k in ("image", "mask", "fov"))

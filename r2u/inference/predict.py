@@ -28,13 +28,14 @@ from absl import logging
 
 from r2u.inference import loading
 from r2u import figures
+from r2u import errors
 from r2u import files
 from r2u.data import imageio
 from r2u.data import nnunet
 from r2u.data import retina
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
-                    ".pnm", ".pbm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm",
+                    ".pgm", ".pnm", ".pbm")
 SUFFIXES = ("_prob.png", "_mask.png", "_overlay.png")
 CLASS_SUFFIXES = ("_labels.png", "_overlay.png")
 MAX_SIDE = 2048
@@ -109,7 +110,11 @@ def dataset_inputs(path: str) -> Optional[List]:
         channels, ending, _, _ = nnunet.read_dataset_json(meta)
         return nnunet.image_cases(images, ending, channels)
     if os.path.isdir(os.path.join(path, "train", "images")):
-        return list_inputs(os.path.join(path, "test", "images"))
+        test = os.path.join(path, "test", "images")
+        if not os.path.isdir(test):
+            raise errors.DataError(f"{test}: no such folder (the test images of a "
+                                   "dataset folder are predicted)")
+        return list_inputs(test)
     return None
 
 

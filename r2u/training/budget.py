@@ -34,9 +34,9 @@ SAFETY = 0.93       # the machine's speed drifts (other load, thermal): keep a m
 WARMUP = 100        # warm-up steps, at most a tenth of the run
 VALIDATION_SHARE = 0.15  # validations take at most this share of the budget ...
 MIN_VALIDATIONS = 3      # ... but at least this many give a checkpoint to choose
-END_VALIDATIONS = 2  # what the choice after training costs, in validations
-SLIDING_COST = 4.0  # a sliding-window pass costs about 4 whole-image passes
-#                     (window 64, overlap 0.5: benchmarks/results/sliding-window-cost.json)
+SLIDING_COST = 4.0  # a sliding-window pass costs about 4 whole-image passes in float32
+#                     (window 64, overlap 0.5: benchmarks/results/sliding-window-cost.json;
+#                     7 in bfloat16, where the SAFETY margin and replanning must absorb it)
 
 
 def fit(exp: config_lib.Experiment, data: prepared.PreparedData, deadline: float,
@@ -69,7 +69,8 @@ def fit(exp: config_lib.Experiment, data: prepared.PreparedData, deadline: float
     train = dataclasses.replace(exp.train, steps=steps, steps_per_epoch=per_epoch,
                                 warmup_steps=min(WARMUP, steps // 10))
     measured.update(seconds_left=left, steps=steps, steps_per_epoch=per_epoch,
-                    validations=validations, end_seconds=end, deadline=deadline)
+                    validations=validations, end_seconds=end, deadline=deadline,
+                    after_validations=(measured["compile_seconds"] + end) / validation)
     logging.info("budget: %.2f s per step, %.1f s per validation, %.0f s left: %d steps, "
                  "%d validations", measured["step_seconds"], validation, left, steps,
                  validations)
@@ -77,11 +78,16 @@ def fit(exp: config_lib.Experiment, data: prepared.PreparedData, deadline: float
 
 
 def replanned(done: int, total: int, per_epoch: int, step_seconds: float,
-              validation_seconds: float, seconds_left: float) -> int:
+              validation_seconds: float, seconds_left: float,
+              after_validations: float) -> int:
     """The last step of a run at `done` that must end within `seconds_left`: `total`,
-    or fewer when the steps and validations left no longer fit (never more)."""
-    validations = -(-(total - done) // per_epoch) + END_VALIDATIONS
-    fits = int((seconds_left - validations * validation_seconds) / step_seconds)
+    or fewer when the steps and validations left no longer fit (never more).
+
+    `after_validations` is what the run does after its last step (the choice of the
+    inference mode, the export), in validation passes: it slows down with them.
+    """
+    validations = -(-(total - done) // per_epoch) + after_validations
+    fits = int((SAFETY * seconds_left - validations * validation_seconds) / step_seconds)
     return max(done + 1, min(total, done + fits))
 
 

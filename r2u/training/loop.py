@@ -1,10 +1,10 @@
 """The host loop of training: `train(exp, model_dir, data)`.
 
-A plain loop around the compiled step (`r2u.training.step`, re-exported here): epochs of
-fused step calls, each ended by the latest checkpoint and validation, the best
-checkpoint and the run's record (`r2u.training.epochs`, `r2u.training.run_record`), TensorBoard summaries
-and progress; at the end the best model is restored and exported as a SavedModel. A run
-killed at any point resumes to the same history, best checkpoint and export.
+A plain loop around the compiled step (`r2u.training.step`, re-exported here): epochs
+of fused step calls, each ended by the latest checkpoint and validation, the best
+checkpoint and the run's record (`r2u.training.epochs`, `r2u.training.run_record`),
+TensorBoard summaries and progress; at the end the best model is restored and exported
+as a SavedModel. A run killed at any point resumes to the same history, best checkpoint and export.
 """
 
 import contextlib
@@ -61,6 +61,7 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     deadline: Optional[float] = None  # time.time() by which the budget ends the run
+    after_validations: float = 0.0  # what follows the last step, in validation passes
     validation_seconds: Optional[float] = None  # of the last validation
     step: Optional[Callable] = None  # the compiled train step
     batches: Optional[Iterator] = None  # the distributed training stream
@@ -75,7 +76,8 @@ class Run:
 def train(exp: config_lib.Experiment, model_dir: str,
           data: Union[prepared.PreparedData, str], resume: bool = False,
           strategy: Optional[tf.distribute.Strategy] = None,
-          resume_overrides: bool = False, deadline: Optional[float] = None) -> Dict:
+          resume_overrides: bool = False, deadline: Optional[float] = None,
+          after_validations: float = 0.0) -> Dict:
     """Trains `exp` on a prepared dataset (or its folder); returns the final summary.
 
     Under a multi-worker strategy every worker calls this with the same arguments: only
@@ -89,12 +91,13 @@ def train(exp: config_lib.Experiment, model_dir: str,
     in) unless `resume_overrides`, which also lets a run that stopped early go on.
 
     `deadline` (a `time.time()`), the end the budget planned, is shown by the progress
-    line.
+    line; a run behind it ends its schedule sooner, keeping `after_validations`
+    validation passes' time for what follows its last step (`r2u.training.budget`).
 
     Raises FloatingPointError naming the step and the last good checkpoint at the first
-    step whose loss or gradient is not finite in float32/bfloat16 (float16 skips such
-    steps instead), and DataError naming the shard when a record is corrupt (found by
-    its sha256).
+    step whose loss or gradient is not finite in float32, or in bfloat16 once more than
+    `MAX_SKIPPED` of the steps were (float16 skips such steps), and DataError naming
+    the shard when a record is corrupt (found by its sha256).
     """
     strategy = strategy or tf.distribute.get_strategy()
     data = prepared.of(data)  # the one read of the manifest
@@ -105,7 +108,7 @@ def train(exp: config_lib.Experiment, model_dir: str,
         tf.random.set_seed(exp.train.seed)
         run = _start(exp, data, model_dir, out_dir, strategy, resume_overrides)
         if distribute.num_workers(strategy) == 1:  # one host decides alone
-            run.deadline = deadline
+            run.deadline, run.after_validations = deadline, after_validations
         if resume_overrides:  # new settings may train on after an early stop
             run.epochs.done["stopped"] = False
         with _failures(run):
@@ -251,7 +254,8 @@ def _keep_deadline(run: Run, progress: summaries.Progress, done: int) -> None:
         return
     total = budget.replanned(done, run.total_steps, run.steps_per_epoch,
                              run.exp.train.batch_size / progress.rate,
-                             run.validation_seconds, run.deadline - time.time())
+                             run.validation_seconds, run.deadline - time.time(),
+                             run.after_validations)
     if total < run.total_steps:
         logging.warning("behind the time budget: the schedule now ends at step %d "
                         "instead of %d", total, run.total_steps)
