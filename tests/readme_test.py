@@ -166,6 +166,18 @@ class ReadmeShapeTest(unittest.TestCase):
             self.assertIn(f"{result['steps']:,} steps", cells[2], name)
             self.assertIn(f"{round(result['train_seconds'] / 60)} min", cells[2], name)
 
+    def test_the_own_data_figures_are_the_committed_result(self):
+        text = " ".join(read(README).split())
+        found = re.search(r"Dice of ([\d.]+) for the nerve and ([\d.]+) for the vessel "
+                          r"\(mean ([\d.]+), ([\d,]+) steps: \[([\w.-]+)\]", text)
+        self.assertIsNotNone(found, "the USGRA-Seg sentence of 'Your own data'")
+        result = json.loads(read(os.path.join(REPO, "benchmarks", "results", found[5])))
+        pooled = result["evaluation"]["pooled"]
+        self.assertEqual(found[1], f"{pooled['per_class']['nerve']['dice']:.3f}")
+        self.assertEqual(found[2], f"{pooled['per_class']['vessel']['dice']:.3f}")
+        self.assertEqual(found[3], f"{pooled['dice']:.3f}")
+        self.assertEqual(found[4], f"{result['steps']:,}")
+
 
 class CitationTest(unittest.TestCase):
 

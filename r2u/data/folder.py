@@ -36,7 +36,7 @@ from r2u.data import nnunet
 
 SPLITS_FILE = "splits_final.json"  # nnU-Net's folds; fold 0 names the validation
 VALIDATION_FRACTION = 0.2
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+IMAGE_EXTENSIONS = nnunet.ENDINGS  # the same readers, either layout
 LABELS_FILE = "labels.json"
 
 
