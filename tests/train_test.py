@@ -330,13 +330,14 @@ class TrainLoopTest(tf.test.TestCase):
         exp = tiny_experiment(epochs=4)  # 8 steps of 2 per epoch
         model_dir = tempfile.mkdtemp()
         summary = loop.train(exp, model_dir, tiny_data(), deadline=time.time())
-        # Epoch 1 measures a validation; after epoch 2 the schedule ends one step on.
-        self.assertEqual(summary["steps"], 5)
+        # Epoch 1's validation traces its graphs, epoch 2's is timed; after epoch 3
+        # the schedule ends one step on.
+        self.assertEqual(summary["steps"], 7)
         state = loop.make_state(exp)
         state.checkpoint().read(tf.train.latest_checkpoint(
             os.path.join(model_dir, "ckpt"))).expect_partial()
-        self.assertEqual(int(state.total_steps), 5)
-        self.assertEqual(loop.train(exp, model_dir, tiny_data(), resume=True)["steps"], 5)
+        self.assertEqual(int(state.total_steps), 7)
+        self.assertEqual(loop.train(exp, model_dir, tiny_data(), resume=True)["steps"], 7)
 
     def test_bfloat16_skips_a_non_finite_step_and_stops_when_they_are_many(self):
         exp = tiny_experiment(log_every=4)

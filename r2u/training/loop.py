@@ -62,7 +62,8 @@ class Run:
     total_steps: int
     deadline: Optional[float] = None  # time.time() by which the budget ends the run
     after_validations: float = 0.0  # what follows the last step, in validation passes
-    validation_seconds: Optional[float] = None  # of the last validation
+    validation_seconds: Optional[float] = None  # of the last validation but a first
+    validations: int = 0  # done by this process
     step: Optional[Callable] = None  # the compiled train step
     batches: Optional[Iterator] = None  # the distributed training stream
     epochs: Optional[epochs_lib.Epochs] = None
@@ -243,7 +244,9 @@ def _epoch(run: Run, loops: _Loops, progress: summaries.Progress, done: int) -> 
     faults.point("after_latest_save")
     start = time.perf_counter()
     run.epochs.end(done, epoch, progress)
-    run.validation_seconds = time.perf_counter() - start
+    if run.validations:  # a process's first validation also traces its graphs
+        run.validation_seconds = time.perf_counter() - start
+    run.validations += 1
     return done
 
 
