@@ -35,8 +35,16 @@ def _reference(name, logits, labels, fov, class_weights):
         w = np.ones(labels.shape) if cw is None else np.where(labels == 1, cw[1], cw[0])
         return (nll * w * fov).sum() / max(fov.sum(), 1.0)
 
+    return _sum_terms(name, xent, class_weights, p, y, fov, whole=None)
+
+
+def _sum_terms(name, xent, class_weights, p, y, f, whole):
+    """The sum of the terms of loss `name`: `xent(weights)`, and 1 - the soft Dice or
+    Jaccard of probabilities `p` against targets `y` over the pixels weighed by `f`,
+    over axes `whole` for the batch, (1, 2) per image (averaged)."""
+
     def sums(axis):
-        return (p * y * fov).sum(axis), (p * fov).sum(axis), (y * fov).sum(axis)
+        return (p * y * f).sum(axis), (p * f).sum(axis), (y * f).sum(axis)
 
     def dice(axis):
         i, sp, sy = sums(axis)
@@ -47,7 +55,7 @@ def _reference(name, logits, labels, fov, class_weights):
         return np.mean(1.0 - (i + _SMOOTH) / (sp + sy - i + _SMOOTH))
 
     terms = {"wce": lambda: xent(class_weights), "ce": lambda: xent(None),
-             "dice": lambda: dice(None), "image_dice": lambda: dice((1, 2)),
+             "dice": lambda: dice(whole), "image_dice": lambda: dice((1, 2)),
              "image_jaccard": lambda: jaccard((1, 2))}
     return sum(terms[part]() for part in name.split("+"))
 
@@ -80,21 +88,8 @@ def _reference_k(name, logits, labels, fov, class_weights):
     y = (labels[..., None] == np.arange(1, k)).astype(np.float64)
     f = fov[..., None]
 
-    def sums(axis):  # per foreground class: [K - 1] or [B, K - 1]
-        return (p * y * f).sum(axis), (p * f).sum(axis), (y * f).sum(axis)
-
-    def dice(axis):
-        i, sp, sy = sums(axis)
-        return np.mean(1.0 - (2 * i + _SMOOTH) / (sp + sy + _SMOOTH))
-
-    def jaccard(axis):
-        i, sp, sy = sums(axis)
-        return np.mean(1.0 - (i + _SMOOTH) / (sp + sy - i + _SMOOTH))
-
-    terms = {"wce": lambda: xent(class_weights), "ce": lambda: xent(None),
-             "dice": lambda: dice((0, 1, 2)), "image_dice": lambda: dice((1, 2)),
-             "image_jaccard": lambda: jaccard((1, 2))}
-    return sum(terms[part]() for part in name.split("+"))
+    # Per foreground class: sums over (0, 1, 2) are [K - 1], over (1, 2) [B, K - 1].
+    return _sum_terms(name, xent, class_weights, p, y, f, whole=(0, 1, 2))
 
 
 def _loss(name, logits, labels, fov=None, class_weights=None):
