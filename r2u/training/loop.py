@@ -10,8 +10,9 @@ as a SavedModel. A run killed at any point resumes to the same history, best che
 import contextlib
 import dataclasses
 import os
+import statistics
 import time
-from typing import Callable, Dict, Iterator, Optional, Union
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import tensorflow as tf
 from absl import logging
@@ -62,7 +63,8 @@ class Run:
     total_steps: int
     deadline: Optional[float] = None  # time.time() by which the budget ends the run
     after_validations: float = 0.0  # what follows the last step, in validation passes
-    validation_seconds: Optional[float] = None  # of the last validation but a first
+    # This process's validations but the first, which also traces their graphs.
+    validation_seconds: List[float] = dataclasses.field(default_factory=list)
     validations: int = 0  # done by this process
     step: Optional[Callable] = None  # the compiled train step
     batches: Optional[Iterator] = None  # the distributed training stream
@@ -244,8 +246,8 @@ def _epoch(run: Run, loops: _Loops, progress: summaries.Progress, done: int) -> 
     faults.point("after_latest_save")
     start = time.perf_counter()
     run.epochs.end(done, epoch, progress)
-    if run.validations:  # a process's first validation also traces its graphs
-        run.validation_seconds = time.perf_counter() - start
+    if run.validations:
+        run.validation_seconds.append(time.perf_counter() - start)
     run.validations += 1
     return done
 
@@ -255,9 +257,11 @@ def _keep_deadline(run: Run, progress: summaries.Progress, done: int) -> None:
     cosine decay then still reaches zero by the deadline."""
     if not (run.deadline and run.validation_seconds and progress.rate):
         return
+    # The median: one validation slowed by a passing job must not cut the schedule.
     total = budget.replanned(done, run.total_steps, run.steps_per_epoch,
                              run.exp.train.batch_size / progress.rate,
-                             run.validation_seconds, run.deadline - time.time(),
+                             statistics.median(run.validation_seconds),
+                             run.deadline - time.time(),
                              run.after_validations)
     if total < run.total_steps:
         logging.warning("behind the time budget: the schedule now ends at step %d "
