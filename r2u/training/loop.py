@@ -4,7 +4,8 @@ A plain loop around the compiled step (`r2u.training.step`, re-exported here): e
 of fused step calls, each ended by the latest checkpoint and validation, the best
 checkpoint and the run's record (`r2u.training.epochs`, `r2u.training.run_record`),
 TensorBoard summaries and progress; at the end the best model is restored and exported
-as a SavedModel. A run killed at any point resumes to the same history, best checkpoint and export.
+as a SavedModel. A run killed at any point resumes to the same history, best
+checkpoint and export.
 """
 
 import contextlib
