@@ -12,8 +12,8 @@ from r2u.evaluation import scoring
 
 
 def score(predict: Callable, dataset: tf.data.Dataset, headline: str,
-             classes: Sequence[str] = ("background", "foreground"),
-             examples: int = 3) -> Dict:
+          classes: Sequence[str] = ("background", "foreground"),
+          examples: int = 3) -> Dict:
     """Training's validation: `predict` (preprocessed [1, H, W, C] -> probabilities
     [1, H, W, K]) scored on a dataset of whole images as `evaluate` scores. Binary: at
     0.5, and the `headline` metric at every threshold (`r2u.evaluation.operating_point`);

@@ -106,8 +106,8 @@ def _native_pixels(exp: config_lib.Experiment, data: prepared.PreparedData) -> f
 def measure(exp: config_lib.Experiment, data: prepared.PreparedData) -> Dict:
     """Seconds to compile a step, per step, and per validation pass of this run."""
     state = step_lib.make_state(exp)
-    loss_fn = losses.loss_fn(exp.train.loss, None if exp.train.class_weights == "none"
-                             else list(data.class_weights))
+    loss_fn = losses.loss_fn(exp.train.loss,
+                             inputs.class_weights(exp.train.class_weights, data))
     step = step_lib.make_train_step(state, loss_fn, exp.train.clip_norm, False)
     batches = iter(inputs.training_dataset(data, exp, tf.distribute.InputContext(),
                                            0))
