@@ -61,7 +61,6 @@ class Run:
     latest: tf.train.CheckpointManager
     best: tf.train.CheckpointManager
     steps_per_epoch: int
-    total_steps: int
     deadline: Optional[float] = None  # time.time() by which the budget ends the run
     after_validations: float = 0.0  # what follows the last step, in validation passes
     # This process's validations but the first, which also traces their graphs.
@@ -75,6 +74,11 @@ class Run:
     def done(self) -> int:
         """Steps taken (batches consumed: the data position on resume)."""
         return int(self.state.step.numpy())
+
+    @property
+    def total_steps(self) -> int:
+        """Where the schedule ends (a run behind its deadline moves it sooner)."""
+        return int(self.state.total_steps.numpy())
 
 
 def train(exp: config_lib.Experiment, model_dir: str,
@@ -138,7 +142,7 @@ def _start(exp, data, model_dir: str, out_dir: str, strategy, overrides: bool) -
         state.total_steps.assign(exp.train.steps or exp.train.epochs * per_epoch)
     run = Run(exp=exp, data=data, state=state, plain=plain, model_dir=model_dir,
               out_dir=out_dir, strategy=strategy, latest=latest, best=best,
-              steps_per_epoch=per_epoch, total_steps=int(state.total_steps.numpy()))
+              steps_per_epoch=per_epoch)
     run.step, run.batches = _step_fn(run), _batches(run)
     run.epochs = epochs_lib.Epochs(exp, state, plain, data, model_dir, out_dir, best,
                                    strategy)
@@ -268,7 +272,7 @@ def _keep_deadline(run: Run, progress: summaries.Progress, done: int) -> None:
         logging.warning("behind the time budget: the schedule now ends at step %d "
                         "instead of %d", total, run.total_steps)
         run.state.total_steps.assign(total)
-        run.total_steps = progress.total = total
+        progress.total = total
 
 
 def _log(run: Run, progress: summaries.Progress, done: int, out: Dict) -> None:
